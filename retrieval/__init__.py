@@ -1,0 +1,1 @@
+"""Embedders, the persistent FAISS + SQLite `Index`, incremental indexing and the `Retriever`."""

@@ -1,0 +1,123 @@
+"""Read side of one index version: dense (FAISS) and keyword (FTS5) candidates, filters, rows."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ingest.document import Chunk
+from retrieval.vectors import faiss_module
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+MAX_QUERY_TERMS = 64
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrict retrieval to some documents: exact ids and/or a glob on the source path."""
+
+    document_ids: tuple[str, ...] = ()
+    source: str | None = None  # SQLite GLOB: '*' spans folders, case-sensitive
+
+    def where(self) -> tuple[str, list[str]]:
+        """SQL condition on `documents d`, and its parameters."""
+        clauses: list[str] = []
+        params: list[str] = []
+        if self.document_ids:
+            clauses.append(f"d.id IN ({','.join('?' * len(self.document_ids))})")
+            params.extend(self.document_ids)
+        if self.source:
+            clauses.append("d.source GLOB ?")
+            params.append(self.source)
+        return (" AND ".join(clauses) or "1"), params
+
+    def __bool__(self) -> bool:
+        return bool(self.document_ids or self.source)
+
+
+def fts_query(text: str) -> str | None:
+    """Words of free text as an FTS5 OR-query of quoted terms (no FTS syntax reaches SQLite)."""
+    terms = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))[:MAX_QUERY_TERMS]
+    return " OR ".join(f'"{t}"' for t in terms) if terms else None
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    chunk: Chunk
+    source: str
+
+
+class ReadView:
+    """Everything a search reads, inside one SQLite read transaction of one version."""
+
+    def __init__(self, conn: sqlite3.Connection, version: int, vectors: Any) -> None:
+        self.conn = conn
+        self.version = version
+        self.vectors = vectors
+
+    def allowed(self, filters: Filters) -> np.ndarray:
+        where, params = filters.where()
+        rows = self.conn.execute(
+            f"SELECT c.pk FROM chunks c JOIN documents d ON d.id = c.document_id WHERE {where}",  # noqa: S608 - placeholders only
+            params,
+        ).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def dense(self, query: np.ndarray, k: int, filters: Filters) -> list[tuple[int, float]]:
+        """Nearest chunks by inner product (cosine on unit vectors): (pk, score)."""
+        if self.vectors.ntotal == 0:
+            return []
+        params = None
+        if filters:
+            allowed = self.allowed(filters)
+            if not len(allowed):
+                return []
+            faiss = faiss_module()
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+        k = min(k, self.vectors.ntotal)
+        scores, ids = self.vectors.search(query.reshape(1, -1), k, params=params)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def keyword(self, text: str, k: int, filters: Filters) -> list[tuple[int, float]]:
+        """BM25 over FTS5: (pk, score) with higher = better."""
+        query = fts_query(text)
+        if query is None:
+            return []
+        where, params = filters.where()
+        rows = self.conn.execute(
+            "SELECT f.rowid AS pk, -bm25(chunks_fts) AS score FROM chunks_fts f "  # noqa: S608
+            "JOIN chunks c ON c.pk = f.rowid JOIN documents d ON d.id = c.document_id "
+            f"WHERE chunks_fts MATCH ? AND {where} ORDER BY bm25(chunks_fts) LIMIT ?",
+            [query, *params, k],
+        ).fetchall()
+        return [(int(r["pk"]), float(r["score"])) for r in rows]
+
+    def chunks(self, pks: list[int]) -> dict[int, StoredChunk]:
+        if not pks:
+            return {}
+        rows = self.conn.execute(
+            'SELECT c.pk, c.id, c.document_id, c.text, c.page, c.start, c."end", c.hash, '  # noqa: S608
+            "c.ordinal, d.source FROM chunks c JOIN documents d ON d.id = c.document_id "
+            f"WHERE c.pk IN ({','.join('?' * len(pks))})",
+            pks,
+        ).fetchall()
+        return {
+            r["pk"]: StoredChunk(
+                Chunk(
+                    r["id"],
+                    r["document_id"],
+                    r["text"],
+                    r["page"],
+                    r["start"],
+                    r["end"],
+                    r["hash"],
+                    r["ordinal"],
+                ),
+                r["source"],
+            )
+            for r in rows
+        }

@@ -1,0 +1,116 @@
+"""The `Retriever`: dense (FAISS), keyword (FTS5 BM25) or hybrid (reciprocal rank fusion)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest.document import Chunk
+from retrieval.config import RetrievalConfig, SearchMode
+from retrieval.embedder import Embedder
+from retrieval.index import Index
+from retrieval.read import Filters, ReadView
+
+MAX_QUERY_CHARS = 4000
+
+
+class QueryError(ValueError):
+    """The query or its parameters are unusable."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk with its score (mode-specific, higher is better) and 1-based rank."""
+
+    chunk: Chunk
+    source: str
+    score: float
+    rank: int
+    index_version: int
+    scores: dict[str, float] = field(default_factory=dict)  # per ranker, e.g. {"dense": 0.61}
+
+    @property
+    def document_id(self) -> str:
+        return self.chunk.document_id
+
+    @property
+    def page(self) -> int | None:
+        return self.chunk.page
+
+    @property
+    def text(self) -> str:
+        return self.chunk.text
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.chunk
+        return {
+            "rank": self.rank,
+            "score": round(self.score, 6),
+            "chunk_id": c.id,
+            "document_id": c.document_id,
+            "source": self.source,
+            "page": c.page,
+            "start": c.start,
+            "end": c.end,
+            "text": c.text,
+            "index_version": self.index_version,
+            "scores": {k: round(v, 6) for k, v in self.scores.items()},
+        }
+
+
+class Retriever:
+    """Searches one committed index version per call."""
+
+    def __init__(self, index: Index, embedder: Embedder, config: RetrievalConfig | None = None):
+        self.index = index
+        self.embedder = embedder
+        self.config = config or RetrievalConfig()
+
+    def retrieve(
+        self,
+        query: str,
+        k: int | None = None,
+        filters: Filters | None = None,
+        mode: SearchMode | None = None,
+    ) -> list[Hit]:
+        """The `k` best chunks for `query`, best first."""
+        k = self.config.top_k if k is None else k
+        mode = mode or self.config.mode
+        if not isinstance(k, int) or not 1 <= k <= 1000:
+            raise QueryError(f"k must be an integer from 1 to 1000, not {k!r}")
+        if mode not in ("dense", "keyword", "hybrid"):
+            raise QueryError(f"mode must be dense, keyword or hybrid, not {mode!r}")
+        if not query.strip():
+            raise QueryError("the query is empty")
+        query = query[:MAX_QUERY_CHARS]
+        filters = filters or Filters()
+        wide = max(k, self.config.candidates) if mode == "hybrid" else k
+        vector = self.embedder.embed([query])[0] if mode != "keyword" else None
+        with self.index.read() as view:
+            ranked = self._rank(view, query, vector, wide, filters, mode)[:k]
+            rows = view.chunks([pk for pk, _, _ in ranked])
+            return [
+                Hit(rows[pk].chunk, rows[pk].source, score, rank, view.version, parts)
+                for rank, (pk, score, parts) in enumerate(ranked, start=1)
+                if pk in rows
+            ]
+
+    def _rank(
+        self, view: ReadView, query: str, vector: Any, k: int, filters: Filters, mode: SearchMode
+    ) -> list[tuple[int, float, dict[str, float]]]:
+        lists: dict[str, list[tuple[int, float]]] = {}
+        if mode in ("dense", "hybrid"):
+            lists["dense"] = view.dense(vector, k, filters)
+        if mode in ("keyword", "hybrid"):
+            lists["keyword"] = view.keyword(query, k, filters)
+        if mode != "hybrid":
+            ((name, hits),) = lists.items()
+            return [(pk, s, {name: s}) for pk, s in hits]
+        fused: dict[int, float] = {}
+        parts: dict[int, dict[str, float]] = {}
+        for name, hits in lists.items():
+            for rank, (pk, s) in enumerate(hits, start=1):
+                fused[pk] = fused.get(pk, 0.0) + 1.0 / (self.config.rrf_k + rank)
+                parts.setdefault(pk, {})[name] = s
+        order = sorted(fused, key=lambda pk: (-fused[pk], pk))
+        return [(pk, fused[pk], parts[pk]) for pk in order]

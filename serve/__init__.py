@@ -1,0 +1,1 @@
+"""The application: settings, wiring of the libraries, the `ragtune` command line."""

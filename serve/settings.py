@@ -1,0 +1,41 @@
+"""The one `Settings`: defaults, then `RAGTUNE_*` environment variables (nested with `__`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ingest.config import IngestConfig
+from retrieval.config import EmbedderConfig, IndexConfig, RetrievalConfig
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def default_data_dir() -> Path:
+    """`.ragtune/` inside the checkout (git-ignored); elsewhere a per-user folder."""
+    if (CHECKOUT / "pyproject.toml").is_file():
+        return CHECKOUT / ".ragtune"
+    return Path.home() / ".local" / "share" / "ragtune"
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Build one per process (or per test); nothing reads it globally."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAGTUNE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Working directory: index, adapters, jobs and reports live under it.",
+    )
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"

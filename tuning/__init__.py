@@ -1,0 +1,1 @@
+"""Generators, LoRA training and the adapter registry (see the tuning issue)."""
