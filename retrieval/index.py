@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,18 @@ class Index:
         self._local = threading.local()
         self._snapshot: Snapshot | None = None
         self._load_lock = threading.Lock()
-        with self.write_lock():
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(self.write_lock(timeout_s=0))
+            except IndexBusyError:
+                # A writer elsewhere is committing: its commit is authoritative, so skip
+                # recovery (it would race with that writer) unless there is no index yet.
+                manifest = self._existing_manifest()
+                if manifest is not None:
+                    if not allow_embedder_change:
+                        self._check_embedder(manifest)
+                    return
+                stack.enter_context(self.write_lock())
             conn = self.connection()
             store.create_schema(conn)
             manifest = store.read_manifest(conn)
@@ -79,6 +90,14 @@ class Index:
             elif not allow_embedder_change:
                 self._check_embedder(manifest)
             self._recover(conn)
+
+    def _existing_manifest(self) -> dict[str, object] | None:
+        if not self.db_path.exists():
+            return None
+        try:
+            return store.read_manifest(self.connection()) or None
+        except sqlite3.OperationalError:  # no manifest table yet
+            return None
 
     def _fresh_manifest(self) -> dict[str, object]:
         return {

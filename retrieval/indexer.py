@@ -215,7 +215,8 @@ class _Run:
             self.report.chunks.changed += self.report.chunks.unchanged - before
             self.report.chunks.unchanged = before
         self.pending.append(_Pending(doc, chunks))
-        if sum(len(p.chunks) for p in self.pending) >= EMBED_BATCH:
+        batch = min(EMBED_BATCH, self.o.index.config.commit_every_chunks)
+        if sum(len(p.chunks) for p in self.pending) >= batch:
             self.flush()
 
     def flush(self, final: bool = False) -> None:

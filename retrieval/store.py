@@ -65,7 +65,8 @@ def create_schema(conn: sqlite3.Connection) -> None:
 
 def read_manifest(conn: sqlite3.Connection) -> dict[str, object]:
     """The manifest as a dict (values were stored as JSON)."""
-    return {row["key"]: json.loads(row["value"]) for row in conn.execute("SELECT * FROM manifest")}
+    rows = conn.execute("SELECT key, value FROM manifest")
+    return {key: json.loads(value) for key, value in rows}
 
 
 def all_vectors(conn: sqlite3.Connection, dim: int) -> tuple[np.ndarray, np.ndarray]:

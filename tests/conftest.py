@@ -1,0 +1,57 @@
+"""Shared fixtures: fast fakes for unit tests, the real packaged embedder for slow ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ingest.config import IngestConfig
+from retrieval.config import EmbedderConfig, IndexConfig
+from retrieval.embedder import Embedder, HashEmbedder, build_embedder
+from retrieval.index import Index
+from retrieval.indexer import Indexer
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "data" / "corpus"
+EVAL_CASES = ROOT / "data" / "eval" / "cases.jsonl"
+
+
+@pytest.fixture
+def hash_embedder() -> HashEmbedder:
+    return HashEmbedder(dim=64, max_tokens=254)
+
+
+@pytest.fixture(scope="session")
+def real_embedder() -> Embedder:
+    """The packaged all-MiniLM-L6-v2, loaded once per session (mark users `slow`)."""
+    return build_embedder(EmbedderConfig())
+
+
+@pytest.fixture
+def index_dir(tmp_path: Path) -> Path:
+    return tmp_path / "index"
+
+
+def open_index(directory: Path, embedder: Embedder, config: IndexConfig | None = None) -> Index:
+    return Index(directory, embedder_model_id=embedder.model_id, dim=embedder.dim, config=config)
+
+
+@pytest.fixture
+def make_indexer(index_dir: Path) -> Iterator[object]:
+    """Factory: make_indexer(embedder, ingest_config=None, index_config=None) -> Indexer."""
+    opened: list[Index] = []
+
+    def factory(
+        embedder: Embedder,
+        ingest_config: IngestConfig | None = None,
+        index_config: IndexConfig | None = None,
+    ) -> Indexer:
+        index = open_index(index_dir, embedder, index_config)
+        opened.append(index)
+        return Indexer(index, embedder, ingest_config or IngestConfig())
+
+    yield factory
+    for index in opened:
+        index.close()
