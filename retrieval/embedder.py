@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import itertools
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -77,6 +78,9 @@ class SentenceTransformerEmbedder:
         self._fast: Any = type(fast).from_str(fast.to_str())  # a copy we may reconfigure
         self._fast.no_truncation()
         self._fast.no_padding()
+        # HF fast tokenizers raise "Already borrowed" when one is reconfigured (encode sets
+        # truncation) from two threads at once: one forward pass at a time per model.
+        self._lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -93,17 +97,19 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
-        vectors = self._model.encode(
-            list(texts),
-            batch_size=self._batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self._batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def token_starts(self, text: str) -> list[int]:
-        encoding = self._fast.encode(text, add_special_tokens=False)
+        with self._lock:
+            encoding = self._fast.encode(text, add_special_tokens=False)
         return [start for start, _ in encoding.offsets]
 
 
