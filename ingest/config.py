@@ -47,8 +47,9 @@ class IngestConfig(BaseModel):
 
     include: tuple[str, ...] = Field(
         DEFAULT_INCLUDE,
-        description="Glob patterns a file must match. A pattern without '/' matches the file "
-        "name; with '/', the path relative to the folder given ('**' spans folders).",
+        description="Glob patterns a file must match (case-insensitive). A pattern without '/' "
+        "matches the file name; with '/', the path relative to the folder given ('**' spans "
+        "folders).",
     )
     exclude: tuple[str, ...] = Field(
         (".*",),

@@ -35,7 +35,7 @@ class Failure:
 
 @lru_cache(maxsize=256)
 def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """'**/' spans folders, '*' and '?' stay within one path component."""
+    """'**/' spans folders, '*' and '?' stay within one path component; case-insensitive."""
     out, i = [], 0
     while i < len(pattern):
         if pattern.startswith("**/", i):
@@ -53,7 +53,8 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(pattern[i]))
             i += 1
-    return re.compile("".join(out) + r"\Z")
+    # Case-insensitive like the loader's suffix check: '*.pdf' must not skip 'SCAN.PDF' silently.
+    return re.compile("".join(out) + r"\Z", re.IGNORECASE)
 
 
 def matches(rel_path: str, pattern: str, *, any_component: bool = False) -> bool:

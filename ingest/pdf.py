@@ -13,6 +13,8 @@ from typing import Any
 
 from ingest.errors import IngestError
 
+STARTUP_TIMEOUT_S = 60.0  # interpreter start and pypdf import, on a slow or busy machine
+
 
 class PdfParser:
     """Sends one PDF at a time to `ingest.pdf_worker`; thread-safe; `close()` ends the child."""
@@ -41,6 +43,14 @@ class PdfParser:
                 stderr=subprocess.DEVNULL,
                 cwd=Path(__file__).resolve().parent.parent,
             )
+            # Wait for the ready line, so interpreter start-up and the pypdf import are not
+            # charged to the next file's timeout (after a timeout kill, every file would pay).
+            if not self._readline(self._proc, max(self.timeout_s, STARTUP_TIMEOUT_S)):
+                self._kill()
+                raise IngestError(
+                    "pdf_resources",
+                    f"the PDF parser did not start (memory limit {self.memory_mb} MiB?)",
+                )
         return self._proc
 
     def _ask(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 Run as `python -m ingest.pdf_worker MEMORY_MB`. Request: {"path": str, "max_pages": int}.
 Reply: {"ok": true, "pages": [str, ...]} or {"ok": false, "code": str, "message": str}.
+Before the first request it writes {"ready": true}, once pypdf is imported.
 A crafted PDF may spin or eat memory: the parent kills this process on a wall-clock timeout,
 and the address-space limit turns runaway allocation into a MemoryError here.
 """
@@ -17,7 +18,12 @@ from typing import Any
 
 def _parse(path: str, max_pages: int) -> dict[str, Any]:
     from pypdf import PdfReader
-    from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
+    from pypdf.errors import (
+        DependencyError,
+        FileNotDecryptedError,
+        LimitReachedError,
+        PdfReadError,
+    )
 
     try:
         reader = PdfReader(path, strict=False)
@@ -31,6 +37,10 @@ def _parse(path: str, max_pages: int) -> dict[str, Any]:
         return _fail("pdf_encrypted", f"the PDF is encrypted and cannot be read: {exc}")
     except MemoryError:
         return _fail("pdf_resources", "parsing the PDF exceeded the memory limit")
+    except LimitReachedError as exc:
+        # pypdf's own caps (decompression bombs, absurd page-tree depth): a resource refusal,
+        # which the address-space limit would report the same way had it tripped first.
+        return _fail("pdf_resources", f"the PDF exceeds a parser safety limit: {exc}")
     except RecursionError:
         return _fail("pdf_unreadable", "the PDF's object structure nests too deeply")
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
@@ -50,6 +60,10 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     logging.disable(logging.WARNING)  # pypdf logs every oddity of a damaged file
     sys.setrecursionlimit(5000)
+    import pypdf  # noqa: F401  # imported before the ready line: start-up is not parse time
+
+    sys.stdout.write(json.dumps({"ready": True}) + "\n")
+    sys.stdout.flush()
     for line in sys.stdin:
         request = json.loads(line)
         reply = _parse(request["path"], int(request["max_pages"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 from html.parser import HTMLParser
 
@@ -18,12 +19,14 @@ def decode_text(data: bytes, name: str) -> str:
     """Strict UTF-8 (a BOM is dropped); binary data or invalid UTF-8 raise `IngestError`."""
     if b"\x00" in data[:8192]:
         raise IngestError("binary_content", f"{name} contains NUL bytes: binary data, not text")
+    # Strip the BOM ourselves: 'utf-8-sig' reports error offsets relative to the text after it.
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        text = data.decode("utf-8-sig")
+        text = data[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
+        at = bom + exc.start
         raise IngestError(
-            "invalid_utf8",
-            f"{name} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            "invalid_utf8", f"{name} is not valid UTF-8 (byte 0x{data[at]:02x} at offset {at})"
         ) from None
     sample = text[:8192]
     if sample and len(_CONTROL.findall(sample)) > 0.1 * len(sample):
@@ -39,7 +42,9 @@ def normalise_whitespace(text: str) -> str:
     return _MANY_NEWLINES.sub("\n\n", "\n".join(lines)).strip()
 
 
-_SKIP = {"script", "style", "noscript", "template", "svg", "head", "iframe", "object"}
+# Not "head": its end tag is optional in HTML, and skipping it would hide a whole body after it;
+# what it holds that is not shown (script, style, noscript) is skipped on its own.
+_SKIP = {"script", "style", "noscript", "template", "svg", "iframe", "object"}
 _BLOCK = {
     "address",
     "article",
@@ -88,7 +93,7 @@ class _VisibleText(HTMLParser):
         self._in_title = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "title":
+        if tag == "title" and not self._skip_depth:  # not an <svg>'s <title>
             self._in_title = True
         elif tag in _SKIP:
             self._skip_depth += 1

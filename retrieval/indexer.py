@@ -187,7 +187,7 @@ class _Run:
                 and not self.reembed
                 and old.content_hash == sha256_hex(data)
                 and old.config_hash == self.o.config_hash
-                and old.source == str(path)
+                and old.source == str(path.resolve())
             ):
                 self.report.documents.unchanged += 1
                 self.report.chunks.unchanged += old.chunks

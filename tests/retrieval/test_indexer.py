@@ -163,3 +163,13 @@ def test_hnsw_index_follows_deletes(make_indexer, corpus: Path) -> None:
     hits = Retriever(indexer.index, indexer.embedder).retrieve("alpha warehouse", 5, mode="dense")
     assert hits and all(h.document_id != "a.md" for h in hits)
     assert_consistent(corpus.parent / "index")
+
+
+def test_symlinked_file_inside_the_folder_is_unchanged_on_reingest(
+    make_indexer, corpus: Path
+) -> None:
+    (corpus / "link.md").symlink_to(corpus / "a.md")
+    indexer = make_indexer(HashEmbedder(64), small_chunks())
+    assert indexer.ingest([corpus]).documents.added == 4
+    again = indexer.ingest([corpus])
+    assert again.documents.unchanged == 4 and again.index_version == 1
