@@ -61,6 +61,17 @@ class _Page:
             pieces.extend(self.split(lo, hi, limit, level + 1))
         return pieces
 
+    def overlap_start(self, a: int, b: int, overlap: int) -> int | None:
+        """Earliest sentence start (else word start) in [a, b) leaving at most `overlap`
+        tokens before b; a sentence start must keep at least half of them."""
+        if overlap <= 0:
+            return None
+        for pattern, least in ((SEPARATORS[3], overlap // 2), (SEPARATORS[4], 1)):
+            for m in pattern.finditer(self.text, a, b):
+                if a < m.end() < b and least <= self.ntok(m.end(), b) <= overlap:
+                    return m.end()
+        return None
+
     def _split_tokens(self, a: int, b: int, limit: int) -> list[tuple[int, int]]:
         first = bisect_left(self.starts, a)
         last = bisect_left(self.starts, b)
@@ -71,20 +82,23 @@ class _Page:
 def _merge(
     page: _Page, pieces: list[tuple[int, int]], limit: int, overlap: int
 ) -> list[tuple[int, int]]:
-    """Greedily join neighbouring pieces up to `limit` tokens; repeat up to `overlap` tokens."""
+    """Greedily join neighbouring pieces up to `limit` tokens; each chunk after the first
+    starts with up to `overlap` tokens of the previous one, cut at a sentence or word start."""
     spans: list[tuple[int, int]] = []
-    window: list[tuple[int, int]] = []
-    for piece in pieces:
-        if window and page.ntok(window[0][0], piece[1]) > limit:
-            spans.append((window[0][0], window[-1][1]))
-            while window and (
-                page.ntok(window[0][0], window[-1][1]) > overlap
-                or page.ntok(window[0][0], piece[1]) > limit
-            ):
-                window.pop(0)
-        window.append(piece)
-    if window:
-        spans.append((window[0][0], window[-1][1]))
+    start: int | None = None
+    end = 0
+    for a, b in pieces:  # pieces tile the page: a == the previous b
+        if start is None:
+            start, end = a, b
+        elif page.ntok(start, b) <= limit:
+            end = b
+        else:
+            spans.append((start, end))
+            tail = page.overlap_start(start, end, overlap)
+            start = tail if tail is not None and page.ntok(tail, b) <= limit else a
+            end = b
+    if start is not None:
+        spans.append((start, end))
     return spans
 
 
