@@ -50,7 +50,27 @@ def packaged_model_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
-class SentenceTransformerEmbedder:
+class _Described:
+    """The three facts every embedder reports, set by the subclass's constructor."""
+
+    _model_id: str
+    _dim: int
+    _max_tokens: int
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def max_tokens(self) -> int:
+        return self._max_tokens
+
+
+class SentenceTransformerEmbedder(_Described):
     """A local sentence-transformers model; loads once, never reaches a hub."""
 
     def __init__(self, config: EmbedderConfig) -> None:
@@ -82,18 +102,6 @@ class SentenceTransformerEmbedder:
         # truncation) from two threads at once: one forward pass at a time per model.
         self._lock = threading.Lock()
 
-    @property
-    def model_id(self) -> str:
-        return self._model_id
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def max_tokens(self) -> int:
-        return self._max_tokens
-
     def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
@@ -116,24 +124,13 @@ class SentenceTransformerEmbedder:
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
-class HashEmbedder:
+class HashEmbedder(_Described):
     """Feature hashing of words and word pairs: deterministic, instant, meaningless. Tests only."""
 
     def __init__(self, dim: int = 384, max_tokens: int = 254) -> None:
+        self._model_id = f"hash-{dim}"
         self._dim = dim
         self._max_tokens = max_tokens
-
-    @property
-    def model_id(self) -> str:
-        return f"hash-{self._dim}"
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def max_tokens(self) -> int:
-        return self._max_tokens
 
     def _bucket(self, feature: str) -> tuple[int, float]:
         digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
