@@ -163,6 +163,10 @@ class Index:
             if path.name != current:
                 path.unlink(missing_ok=True)  # an interrupted commit's file, or an old version
         try:
+            if manifest.get("index_kind") != self.config.kind:
+                raise vectors.IndexCorruptError(
+                    f"index kind {manifest.get('index_kind')} -> {self.config.kind}"
+                )
             self._snapshot = self._load(manifest)
             count = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
             if self._snapshot.vectors.ntotal != count:
@@ -170,7 +174,7 @@ class Index:
                     f"{current} holds {self._snapshot.vectors.ntotal} vectors; SQLite has {count}"
                 )
         except (OSError, vectors.IndexCorruptError, RuntimeError) as exc:
-            log.warning("rebuilding the vector file from SQLite: %s", exc)
+            log.warning("rebuilding the vector file from the vectors in SQLite: %s", exc)
             self._snapshot = self._rebuild(conn, manifest)
 
     def _rebuild(self, conn: sqlite3.Connection, manifest: dict[str, object]) -> Snapshot:
@@ -182,7 +186,13 @@ class Index:
         sha = vectors.write_vectors(index, self.directory / name)
         conn.execute("BEGIN IMMEDIATE")
         store.write_manifest(
-            conn, {"vectors_file": name, "vectors_sha256": sha, "vectors_count": len(ids)}
+            conn,
+            {
+                "vectors_file": name,
+                "vectors_sha256": sha,
+                "vectors_count": len(ids),
+                "index_kind": self.config.kind,
+            },
         )
         conn.execute("COMMIT")
         return Snapshot(version, index)
@@ -195,11 +205,7 @@ class Index:
                 version, vectors.empty_vectors(int(str(manifest["embedder_dim"])), self.config)
             )
         loaded = vectors.load_vectors(self.directory / str(name), str(manifest["vectors_sha256"]))
-        if self.config.kind == "hnsw":
-            vectors.faiss_module().downcast_index(
-                loaded.index
-            ).hnsw.efSearch = self.config.hnsw_ef_search
-        return Snapshot(version, loaded)
+        return Snapshot(version, vectors.tune(loaded, self.config))
 
     def _snapshot_for(self, conn: sqlite3.Connection, version: int) -> Snapshot:
         snap = self._snapshot

@@ -39,6 +39,19 @@ def empty_vectors(dim: int, config: IndexConfig) -> Any:
     return faiss.IndexIDMap2(inner)
 
 
+def kind_of(index: Any) -> str:
+    """'hnsw' or 'flat': what a stored index really is, whatever the configuration says now."""
+    inner = faiss_module().downcast_index(index.index)
+    return "hnsw" if hasattr(inner, "hnsw") else "flat"
+
+
+def tune(index: Any, config: IndexConfig) -> Any:
+    """Apply search-time settings (HNSW efSearch) to a loaded index."""
+    if kind_of(index) == "hnsw":
+        faiss_module().downcast_index(index.index).hnsw.efSearch = config.hnsw_ef_search
+    return index
+
+
 def vectors_from(
     ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32], dim: int, config: IndexConfig
 ) -> Any:

@@ -165,6 +165,7 @@ class IndexWriter:
                     "vectors_file": written.name,
                     "vectors_sha256": sha,
                     "vectors_count": count,
+                    "index_kind": self.index.config.kind,
                     "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 },
             )
@@ -243,7 +244,8 @@ class IndexWriter:
         self, base: Snapshot, removed: list[int], added: list[tuple[int, np.ndarray]], rebuild: bool
     ) -> Any:
         dim = self.index.dim
-        if rebuild or (removed and self.index.config.kind == "hnsw"):
+        kind = vectors.kind_of(base.vectors)
+        if rebuild or kind != self.index.config.kind or (removed and kind == "hnsw"):
             # HNSW cannot delete, and a re-embed changes every vector: build from the rows.
             ids, mat = store.all_vectors(self.conn, dim)
             return vectors.vectors_from(ids, mat, dim, self.index.config)

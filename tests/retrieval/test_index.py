@@ -102,3 +102,24 @@ def test_search_sees_a_commit_made_by_another_handle(built: Path, tmp_path: Path
     assert reader.version == writer.version
     reader.close()
     writer.close()
+
+
+@pytest.mark.parametrize(("first", "then"), [("flat", "hnsw"), ("hnsw", "flat")])
+def test_changing_the_index_kind_rebuilds_the_vectors(
+    tmp_path: Path, first: str, then: str
+) -> None:
+    write_files(tmp_path / "docs", {f"d{i}.txt": paragraph(f"kind{i}", 3) for i in range(5)})
+    index = Index(
+        tmp_path / "index", embedder_model_id="hash-64", dim=64, config=IndexConfig(kind=first)
+    )
+    Indexer(index, HashEmbedder(64), CONFIG).ingest([tmp_path / "docs"])
+    index.close()
+    index = Index(
+        tmp_path / "index", embedder_model_id="hash-64", dim=64, config=IndexConfig(kind=then)
+    )
+    assert index.info()["index_kind"] == then
+    assert search(index, "kind2 warehouse")[0] == "d2.txt"
+    report = Indexer(index, HashEmbedder(64), CONFIG).delete(["d2.txt"])  # a removal must work too
+    assert report.documents.removed == 1 and "d2.txt" not in search(index, "kind2 warehouse")
+    index.close()
+    assert_consistent(tmp_path / "index")
