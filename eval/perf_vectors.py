@@ -18,7 +18,7 @@ import numpy.typing as npt
 from eval.perf_report import Latency
 from ingest.document import Chunk, Document, PageSpan, sha256_hex
 from retrieval.config import IndexConfig, RetrievalConfig, SearchMode
-from retrieval.embedder import Vectors
+from retrieval.embedder import HashEmbedder, Vectors
 from retrieval.index import Index
 from retrieval.read import Filters
 from retrieval.retriever import Retriever
@@ -28,31 +28,16 @@ SYNTHETIC_MODEL_ID = "synthetic-random-unit-vectors"
 CHUNKS_PER_DOCUMENT = 100
 
 
-class QueryVectors:
+class QueryVectors(HashEmbedder):
     """An `Embedder` whose `embed` returns whatever vector was set last: no model runs."""
 
     def __init__(self, dim: int, model_id: str = SYNTHETIC_MODEL_ID) -> None:
-        self._dim = dim
+        super().__init__(dim)
         self._model_id = model_id
         self.next: npt.NDArray[np.float32] = np.zeros(dim, dtype=np.float32)
 
-    @property
-    def model_id(self) -> str:
-        return self._model_id
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def max_tokens(self) -> int:
-        return 254
-
     def embed(self, texts: Sequence[str]) -> Vectors:
         return np.tile(self.next, (len(texts), 1))
-
-    def token_starts(self, text: str) -> list[int]:
-        return list(range(len(text.split())))
 
 
 def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> npt.NDArray[np.float32]:
