@@ -54,7 +54,7 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The weights are already de-quantised to float32; transformers still marks the model
         # as GGUF-quantised and refuses to save it, so drop that marker.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)
