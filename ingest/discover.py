@@ -66,10 +66,12 @@ def matches(rel_path: str, pattern: str, *, any_component: bool = False) -> bool
     return any(regex.match(name) for name in names)
 
 
+def _excluded(rel: str, config: IngestConfig) -> bool:
+    return any(matches(rel, p, any_component=True) for p in config.exclude)
+
+
 def _wanted(rel: str, config: IngestConfig) -> bool:
-    if any(matches(rel, p, any_component=True) for p in config.exclude):
-        return False
-    return any(matches(rel, p) for p in config.include)
+    return not _excluded(rel, config) and any(matches(rel, p) for p in config.include)
 
 
 def discover(paths: list[Path], config: IngestConfig) -> tuple[list[SourceFile], list[Failure]]:
@@ -90,6 +92,14 @@ def discover(paths: list[Path], config: IngestConfig) -> tuple[list[SourceFile],
         before = len(found)
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
+            for name in dirnames:  # os.walk does not enter symlinked folders: say so
+                path = Path(dirpath) / name
+                rel = path.relative_to(root).as_posix()
+                outside = not path.resolve().is_relative_to(root)
+                if path.is_symlink() and outside and not _excluded(rel, config):
+                    failures.append(
+                        Failure(str(path), "symlink_outside_root", "links outside the folder")
+                    )
             for name in sorted(filenames):
                 path = Path(dirpath) / name
                 rel = path.relative_to(root).as_posix()

@@ -57,6 +57,10 @@ class DocumentLoader:
             if not data.startswith(b"%PDF-") and b"%PDF-" not in data[:1024]:
                 raise IngestError("pdf_unreadable", "the file has no PDF header: not a PDF")
             pages = [normalise_whitespace(p) for p in self._pdf.pages(path)]
+            # The child parsed the file at `path`, not `data`: both must be the same bytes, or
+            # the stored hash would not describe the stored text.
+            if read_checked(path, self.config) != data:
+                raise IngestError("read_error", "the file changed while it was read; ingest again")
         else:
             text = decode_text(data, path.name)
             pages = [html_to_text(text) if suffix in HTML_SUFFIXES else text]

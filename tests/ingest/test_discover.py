@@ -172,7 +172,11 @@ def test_symlinked_folder_is_not_followed(tmp_path: Path) -> None:
     outside = tree(tmp_path / "outside", "x.md")
     root = tree(tmp_path / "root", "inside.md")
     (root / "linked").symlink_to(outside, target_is_directory=True)
-    assert ids(discover([root], IngestConfig())[0]) == ["inside.md"]
+    found, failures = discover([root], IngestConfig())
+    assert ids(found) == ["inside.md"]
+    assert [(f.path, f.code) for f in failures] == [
+        (str(root.resolve() / "linked"), "symlink_outside_root")
+    ]
 
 
 def test_duplicate_ids_are_failures(tmp_path: Path) -> None:

@@ -305,3 +305,17 @@ def test_loader_survives_a_run_of_bad_files(tmp_path: Path, loader: DocumentLoad
             loader.load(write(tmp_path, f"bad{i}.pdf", data), f"bad{i}.pdf")
     good = write(tmp_path, "good.pdf", pdfs.make_pdf(["after the storm"]))
     assert loader.load(good, "good.pdf").text == "after the storm"
+
+
+def test_a_pdf_replaced_while_it_is_read_is_refused(tmp_path: Path) -> None:
+    from tests.fixtures.pdfs import make_pdf
+
+    path = tmp_path / "moving.pdf"
+    path.write_bytes(make_pdf(["Version one of the page."]))
+    hashed = path.read_bytes()
+    path.write_bytes(make_pdf(["Version two, written after the bytes were hashed."]))
+    with DocumentLoader(IngestConfig()) as loader:
+        with pytest.raises(IngestError, match="changed while it was read") as err:
+            loader.load(path, "moving.pdf", hashed)
+        assert err.value.code == "read_error"
+        assert "Version two" in loader.load(path, "moving.pdf").text
