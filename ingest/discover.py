@@ -113,7 +113,11 @@ def discover(paths: list[Path], config: IngestConfig) -> tuple[list[SourceFile],
                 found.append(SourceFile(path, rel, root))
         if len(found) == before:
             failures.append(
-                Failure(str(given), "no_files", "no files match the include patterns here")
+                Failure(
+                    str(given),
+                    "no_files",
+                    "no files match the include patterns here (with --sync: nothing removed)",
+                )
             )
     return _dedupe(found, failures), failures
 

@@ -127,7 +127,10 @@ class Indexer:
                 if doc_id not in run.seen and (old.config_hash != self.config_hash or reembed):
                     run.rechunk(doc_id, old)
             if sync:
-                roots = [p.resolve() for p in paths if p.is_dir()]
+                # A folder that shows no files at all (an unmounted drive, a typo in a glob) is
+                # reported and left alone rather than emptied from the index.
+                empty = {f.path for f in failures if f.code == "no_files"}
+                roots = [p.resolve() for p in paths if p.is_dir() and str(p) not in empty]
                 for doc_id, old in run.stored.items():
                     if doc_id not in run.seen and any(
                         Path(old.source).is_relative_to(r) for r in roots

@@ -173,3 +173,17 @@ def test_symlinked_file_inside_the_folder_is_unchanged_on_reingest(
     assert indexer.ingest([corpus]).documents.added == 4
     again = indexer.ingest([corpus])
     assert again.documents.unchanged == 4 and again.index_version == 1
+
+
+def test_sync_never_empties_the_index_for_a_folder_that_shows_no_files(
+    make_indexer, corpus: Path
+) -> None:
+    indexer = make_indexer(HashEmbedder(64), small_chunks())
+    indexer.ingest([corpus])
+    for path in [p for p in corpus.rglob("*") if p.is_file()]:
+        path.unlink()
+    report = indexer.ingest([corpus], sync=True)
+    assert [f.code for f in report.failures] == [
+        "no_files"
+    ] and "nothing removed" in report.failures[0].reason
+    assert report.documents.removed == 0 and indexer.index.info()["documents"] == 3
