@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 
 run: setup
 	$(VENV)/bin/ragtune ingest data/corpus --sync
-	$(VENV)/bin/ragtune search "How long is the warranty on the Aurora E3 battery?"
+	$(VENV)/bin/ragtune search "What is the battery warranty period?"
 
 test: setup
 	$(PY) -m pytest
