@@ -91,6 +91,24 @@ class Index:
                 self._check_embedder(manifest)
             self._recover(conn)
 
+    @classmethod
+    def open_existing(cls, directory: Path, config: IndexConfig | None = None) -> Index:
+        """Open an index with the embedder its manifest names (to inspect it: no model needed)."""
+        db = directory / DB_NAME
+        if not db.is_file():
+            raise IndexStoreError(f"no index in {directory}: run `ragtune ingest` first")
+        conn = store.connect(db)
+        try:
+            manifest = store.read_manifest(conn)
+        finally:
+            conn.close()
+        return cls(
+            directory,
+            embedder_model_id=str(manifest["embedder_model_id"]),
+            dim=int(str(manifest["embedder_dim"])),
+            config=config,
+        )
+
     def _existing_manifest(self) -> dict[str, object] | None:
         if not self.db_path.exists():
             return None

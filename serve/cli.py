@@ -14,7 +14,7 @@ from typing import Any
 
 from ingest.errors import IngestError
 from retrieval.embedder import EmbedderError
-from retrieval.index import IndexStoreError
+from retrieval.index import Index, IndexStoreError
 from retrieval.indexer import IngestReport, Progress
 from retrieval.read import Filters
 from retrieval.retriever import QueryError
@@ -118,7 +118,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    info = Services.build(_settings(args)).index.info()
+    settings = _settings(args)
+    info = Index.open_existing(settings.index_dir, settings.index).info()  # no embedder to load
     if args.json:
         print(json.dumps(info))
     else:

@@ -10,7 +10,7 @@ import pytest
 from ingest.config import ChunkingConfig, IngestConfig
 from retrieval.config import IndexConfig
 from retrieval.embedder import HashEmbedder
-from retrieval.index import Index, IndexBusyError
+from retrieval.index import Index, IndexBusyError, IndexStoreError
 from retrieval.indexer import Indexer
 from retrieval.retriever import Retriever
 from tests.retrieval.helpers import assert_consistent, paragraph, write_files
@@ -123,3 +123,12 @@ def test_changing_the_index_kind_rebuilds_the_vectors(
     assert report.documents.removed == 1 and "d2.txt" not in search(index, "kind2 warehouse")
     index.close()
     assert_consistent(tmp_path / "index")
+
+
+def test_open_existing_reads_the_embedder_from_the_manifest(built: Path, tmp_path: Path) -> None:
+    index = Index.open_existing(built)
+    assert (index.embedder_model_id, index.dim) == ("hash-64", 64)
+    assert index.info()["documents"] == 5
+    index.close()
+    with pytest.raises(IndexStoreError, match="no index in"):
+        Index.open_existing(tmp_path / "nowhere")
