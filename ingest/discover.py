@@ -74,6 +74,15 @@ def _wanted(rel: str, config: IngestConfig) -> bool:
     return not _excluded(rel, config) and any(matches(rel, p) for p in config.include)
 
 
+def _leaves(path: Path, root: Path) -> bool:
+    """A symlink whose target lies outside `root`."""
+    return path.is_symlink() and not path.resolve().is_relative_to(root)
+
+
+def _link_failure(path: Path) -> Failure:
+    return Failure(str(path), "symlink_outside_root", "links outside the folder")
+
+
 def discover(paths: list[Path], config: IngestConfig) -> tuple[list[SourceFile], list[Failure]]:
     """Files under `paths` (folders recurse, symlinked folders are not followed).
 
@@ -94,21 +103,15 @@ def discover(paths: list[Path], config: IngestConfig) -> tuple[list[SourceFile],
             dirnames.sort()
             for name in dirnames:  # os.walk does not enter symlinked folders: say so
                 path = Path(dirpath) / name
-                rel = path.relative_to(root).as_posix()
-                outside = not path.resolve().is_relative_to(root)
-                if path.is_symlink() and outside and not _excluded(rel, config):
-                    failures.append(
-                        Failure(str(path), "symlink_outside_root", "links outside the folder")
-                    )
+                if _leaves(path, root) and not _excluded(path.relative_to(root).as_posix(), config):
+                    failures.append(_link_failure(path))
             for name in sorted(filenames):
                 path = Path(dirpath) / name
                 rel = path.relative_to(root).as_posix()
                 if not _wanted(rel, config):
                     continue
-                if path.is_symlink() and not path.resolve().is_relative_to(root):
-                    failures.append(
-                        Failure(str(path), "symlink_outside_root", "links outside the folder")
-                    )
+                if _leaves(path, root):
+                    failures.append(_link_failure(path))
                     continue
                 found.append(SourceFile(path, rel, root))
         if len(found) == before:
