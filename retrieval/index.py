@@ -76,7 +76,7 @@ class Index:
             except IndexBusyError:
                 # A writer elsewhere is committing: its commit is authoritative, so skip
                 # recovery (it would race with that writer) unless there is no index yet.
-                manifest = self._existing_manifest()
+                manifest = store.read_manifest_file(self.db_path)
                 if manifest is not None:
                     if not allow_embedder_change:
                         self._check_embedder(manifest)
@@ -94,28 +94,15 @@ class Index:
     @classmethod
     def open_existing(cls, directory: Path, config: IndexConfig | None = None) -> Index:
         """Open an index with the embedder its manifest names (to inspect it: no model needed)."""
-        db = directory / DB_NAME
-        if not db.is_file():
+        manifest = store.read_manifest_file(directory / DB_NAME)
+        if manifest is None:
             raise IndexStoreError(f"no index in {directory}: run `ragtune ingest` first")
-        conn = store.connect(db)
-        try:
-            manifest = store.read_manifest(conn)
-        finally:
-            conn.close()
         return cls(
             directory,
             embedder_model_id=str(manifest["embedder_model_id"]),
             dim=int(str(manifest["embedder_dim"])),
             config=config,
         )
-
-    def _existing_manifest(self) -> dict[str, object] | None:
-        if not self.db_path.exists():
-            return None
-        try:
-            return store.read_manifest(self.connection()) or None
-        except sqlite3.OperationalError:  # no manifest table yet
-            return None
 
     def _fresh_manifest(self) -> dict[str, object]:
         return {

@@ -77,6 +77,19 @@ def all_vectors(conn: sqlite3.Connection, dim: int) -> tuple[np.ndarray, np.ndar
     return ids, mat
 
 
+def read_manifest_file(db: Path) -> dict[str, object] | None:
+    """The manifest of the index database at `db`, or None where there is none (yet)."""
+    if not db.is_file():
+        return None
+    conn = connect(db)
+    try:
+        return read_manifest(conn) or None
+    except sqlite3.OperationalError:  # the schema is not created yet
+        return None
+    finally:
+        conn.close()
+
+
 def write_manifest(conn: sqlite3.Connection, values: dict[str, object]) -> None:
     conn.executemany(
         "INSERT INTO manifest(key, value) VALUES (?, ?) "
