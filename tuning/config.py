@@ -10,7 +10,7 @@ PACKAGED_GENERATOR = "SmolLM2-135M-Instruct"
 
 
 class GeneratorConfig(BaseModel):
-    """Which language model answers, on which device, with which decoding defaults."""
+    """Which language model answers, and on which device (decoding settings travel per request)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -23,4 +23,3 @@ class GeneratorConfig(BaseModel):
         "cached) or the path of a local Hugging Face model directory. Nothing is downloaded.",
     )
     device: str = Field("cpu", description="torch device; 'cuda' when present and wanted.")
-    max_new_tokens: int = Field(256, ge=1, le=8192, description="Default answer length limit.")
