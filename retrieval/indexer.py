@@ -11,7 +11,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,12 +106,21 @@ class Indexer:
         self._fault = fault_hook
 
     def ingest(
-        self, paths: Sequence[Path], *, sync: bool = False, reembed: bool = False
+        self,
+        paths: Sequence[Path],
+        *,
+        sync: bool = False,
+        reembed: bool = False,
+        id_prefix: str = "",
     ) -> IngestReport:
-        """Bring the index in line with the files under `paths`; see the module docstring."""
+        """Bring the index in line with the files under `paths`; see the module docstring.
+
+        `id_prefix` puts the documents in a namespace (the server's uploads: `uploads/`).
+        """
         started = time.monotonic()
         report = IngestReport()
         sources, failures = discover(list(paths), self.config)
+        sources = [replace(s, doc_id=id_prefix + s.doc_id) for s in sources]
         report.failures.extend(failures)
         with (
             IndexWriter.open(self.index, self._fault) as writer,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -143,3 +144,45 @@ class ReadView:
             )
             for r in rows
         }
+
+
+_DOC_COLUMNS = (
+    "d.id, d.source, d.content_hash, d.metadata, d.version, d.updated_at, "
+    "(SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks"
+)
+
+
+def _document_row(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    out["metadata"] = json.loads(out["metadata"])
+    return out
+
+
+def list_documents(
+    view: ReadView, limit: int, offset: int, prefix: str = ""
+) -> list[dict[str, Any]]:
+    """Documents by id, a page at a time (with their chunk counts, without their text)."""
+    like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    rows = view.conn.execute(
+        f"SELECT {_DOC_COLUMNS} FROM documents d WHERE d.id LIKE ? ESCAPE '\\' "  # noqa: S608
+        "ORDER BY d.id LIMIT ? OFFSET ?",
+        (like, limit, offset),
+    ).fetchall()
+    return [_document_row(r) for r in rows]
+
+
+def get_document(view: ReadView, doc_id: str) -> dict[str, Any] | None:
+    """One document's record and its chunks (id, page, offsets, text), in order."""
+    row = view.conn.execute(
+        f"SELECT {_DOC_COLUMNS} FROM documents d WHERE d.id = ?",
+        (doc_id,),  # noqa: S608
+    ).fetchone()
+    if row is None:
+        return None
+    out = _document_row(row)
+    chunks = view.conn.execute(
+        'SELECT id, page, start, "end", text FROM chunks WHERE document_id = ? ORDER BY ordinal',
+        (doc_id,),
+    ).fetchall()
+    out["chunk_list"] = [dict(c) for c in chunks]
+    return out

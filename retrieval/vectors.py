@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from ingest.atomic import atomic_write_bytes
 from retrieval.config import IndexConfig
 
 VECTOR_PREFIX = "vectors-"
@@ -75,17 +74,7 @@ def write_vectors(index: Any, path: Path) -> str:
     faiss.write_index writes in place, so a kill mid-write would leave a torn file: never use it.
     """
     data = faiss_module().serialize_index(index).tobytes()
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=VECTOR_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -95,11 +84,3 @@ def load_vectors(path: Path, sha256: str) -> Any:
     if hashlib.sha256(data).hexdigest() != sha256:
         raise IndexCorruptError(f"{path.name} does not match the checksum in the manifest")
     return faiss_module().deserialize_index(np.frombuffer(data, dtype=np.uint8))
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,4 +1,4 @@
-"""The `ragtune` command line: ingest, search, index info."""
+"""The `ragtune` command line: ingest, search, index info, serve."""
 
 from __future__ import annotations
 
@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show the index manifest and size")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    from serve import cli_server
+
+    cli_server.add_parser(sub)
     return parser
 
 
@@ -169,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("faiss").setLevel(logging.WARNING)
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
     _quiet_libraries()
-    func: Callable[[argparse.Namespace], int] = args.func
     try:
+        if getattr(args, "needs_settings", False):
+            return int(args.func(args, _settings(args)))
+        func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except USER_ERRORS as exc:
         log.debug("details", exc_info=True)

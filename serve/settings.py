@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.config import IngestConfig
 from retrieval.config import EmbedderConfig, IndexConfig, RetrievalConfig
+from serve.config import ChatConfig, ServerConfig
+from tuning.config import GeneratorConfig
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +37,38 @@ class Settings(BaseSettings):
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    chat: ChatConfig = Field(default_factory=ChatConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    corpus_dir: Path | None = Field(
+        None,
+        description="The folder the server re-indexes on request (`--sync` semantics), beside "
+        "its uploads. Clients never name server paths.",
+    )
+    model_cache_dir: Path | None = Field(
+        None, description="Converted generator weights; default <data_dir>/models."
+    )
 
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.data_dir / "audit" / "audit.jsonl"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_cache_dir or self.data_dir / "models"

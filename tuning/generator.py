@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from tuning.adapters import Adapter, verify_adapter
 from tuning.config import GeneratorConfig
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
@@ -44,9 +47,27 @@ class Generator(Protocol):
 
     def count_tokens(self, messages: Sequence[Message]) -> int: ...
 
-    def generate(self, messages: Sequence[Message], params: GenerationParams) -> Completion: ...
+    def count_text(self, text: str) -> int:
+        """Tokens in a piece of generated text (no chat template)."""
+        ...
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]: ...
+    @property
+    def loaded_adapters(self) -> list[str]: ...
+
+    def generate(
+        self, messages: Sequence[Message], params: GenerationParams, adapter: Adapter | None = None
+    ) -> Completion: ...
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        adapter: Adapter | None = None,
+        stop: threading.Event | None = None,
+    ) -> Iterator[str]:
+        """Text pieces as they are generated; setting `stop` (or closing the iterator) ends the
+        generation at the next token."""
+        ...
 
 
 class EchoGenerator:
@@ -54,22 +75,39 @@ class EchoGenerator:
 
     model_id = "echo"
     context_window = 8192
+    loaded_adapters: list[str] = []  # noqa: RUF012 (never mutated)
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return sum(len(m["content"].split()) + 4 for m in messages)
 
-    def _words(self, messages: Sequence[Message], params: GenerationParams) -> list[str]:
-        last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        return last.split()[: params.max_new_tokens]
+    def count_text(self, text: str) -> int:
+        return len(text.split())
 
-    def generate(self, messages: Sequence[Message], params: GenerationParams) -> Completion:
-        words = self._words(messages, params)
+    def _words(
+        self, messages: Sequence[Message], params: GenerationParams, adapter: Adapter | None
+    ) -> list[str]:
+        last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        prefix = [f"[{adapter.ref}]"] if adapter else []  # shows which adapter answered
+        return [*prefix, *last.split()][: params.max_new_tokens]
+
+    def generate(
+        self, messages: Sequence[Message], params: GenerationParams, adapter: Adapter | None = None
+    ) -> Completion:
+        words = self._words(messages, params, adapter)
         full = len(words) == params.max_new_tokens
         return Completion(" ".join(words), self.count_tokens(messages), len(words),
                           "length" if full else "stop")  # fmt: skip
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
-        for i, word in enumerate(self._words(messages, params)):
+    def stream(
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        adapter: Adapter | None = None,
+        stop: threading.Event | None = None,
+    ) -> Iterator[str]:
+        for i, word in enumerate(self._words(messages, params, adapter)):
+            if stop is not None and stop.is_set():
+                return
             yield word if i == 0 else f" {word}"
 
 
@@ -80,9 +118,15 @@ def torch_device(name: str) -> Any:
 
 
 class HFGenerator:
-    """A transformers causal LM on CPU (or CUDA); one generation at a time per loaded model."""
+    """A transformers causal LM on CPU (or CUDA), with peft adapters loaded beside it.
 
-    def __init__(self, model_dir: Path, model_id: str, device: str = "cpu") -> None:
+    One generation runs at a time per loaded model: the lock covers choosing the adapter and
+    the whole `generate` call, so a request never runs with another request's adapter.
+    """
+
+    def __init__(
+        self, model_dir: Path, model_id: str, device: str = "cpu", max_adapters: int = 8
+    ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self._model_id = model_id
@@ -90,6 +134,8 @@ class HFGenerator:
         self.model: Any = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
         self.model.to(torch_device(device)).eval()
         self.device = device
+        self.max_adapters = max_adapters
+        self._adapters: OrderedDict[str, Adapter] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
 
     @property
@@ -100,6 +146,10 @@ class HFGenerator:
     def context_window(self) -> int:
         return int(getattr(self.model.config, "max_position_embeddings", 2048))
 
+    @property
+    def loaded_adapters(self) -> list[str]:
+        return [a.ref for a in self._adapters.values()]
+
     def _encode(self, messages: Sequence[Message]) -> Any:
         return self.tokenizer.apply_chat_template(
             list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
@@ -107,6 +157,33 @@ class HFGenerator:
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return int(self._encode(messages)["input_ids"].shape[1])
+
+    def count_text(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def load_adapter(self, adapter: Adapter) -> None:
+        """Verify and attach `adapter` now (it is otherwise attached on first use)."""
+        with self._lock:
+            self._activate(adapter)
+
+    def _activate(self, adapter: Adapter | None) -> contextlib.AbstractContextManager[Any]:
+        """Select the adapter for the next generate; the caller holds the lock."""
+        if adapter is None:
+            if self._adapters:  # the model is a PeftModel: run the bare base model
+                return self.model.disable_adapter()  # type: ignore[no-any-return]
+            return contextlib.nullcontext()
+        if adapter.key not in self._adapters:
+            from tuning.lora import attach
+
+            verify_adapter(adapter, self.model_id)
+            self.model = attach(self.model, adapter.key, adapter)
+            self._adapters[adapter.key] = adapter
+            if len(self._adapters) > self.max_adapters:
+                evicted, _ = self._adapters.popitem(last=False)
+                self.model.delete_adapter(evicted)
+        self._adapters.move_to_end(adapter.key)
+        self.model.set_adapter(adapter.key)
+        return contextlib.nullcontext()
 
     def _kwargs(self, inputs: Any, params: GenerationParams) -> dict[str, Any]:
         import torch
@@ -124,35 +201,70 @@ class HFGenerator:
             "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
         }
 
-    def generate(self, messages: Sequence[Message], params: GenerationParams) -> Completion:
+    def _run(self, kwargs: dict[str, Any], adapter: Adapter | None) -> Any:
         import torch
 
+        with self._lock, torch.inference_mode(), self._activate(adapter):
+            return self.model.generate(**kwargs)
+
+    def generate(
+        self, messages: Sequence[Message], params: GenerationParams, adapter: Adapter | None = None
+    ) -> Completion:
         inputs = self._encode(messages)
         prompt_len = int(inputs["input_ids"].shape[1])
-        with self._lock, torch.inference_mode():
-            out = self.model.generate(**self._kwargs(inputs, params))
+        out = self._run(self._kwargs(inputs, params), adapter)
         new = out[0, prompt_len:]
         eos = self.tokenizer.eos_token_id
         stopped = len(new) < params.max_new_tokens or (len(new) and int(new[-1]) == eos)
         text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
         return Completion(text, prompt_len, len(new), "stop" if stopped else "length")
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
-        import torch
-        from transformers import TextIteratorStreamer
+    def stream(
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        adapter: Adapter | None = None,
+        stop: threading.Event | None = None,
+    ) -> Iterator[str]:
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+        halt = stop if stop is not None else threading.Event()
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return halt.is_set()
+
+        if adapter is not None and adapter.key not in self._adapters:
+            verify_adapter(adapter, self.model_id)  # fail before the first piece, not inside
         inputs = self._encode(messages)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = {**self._kwargs(inputs, params), "streamer": streamer}
+        kwargs = {
+            **self._kwargs(inputs, params),
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([_Stop()]),
+        }
+        failure: list[BaseException] = []
 
         def run() -> None:
-            with self._lock, torch.inference_mode():
-                self.model.generate(**kwargs)
+            try:
+                self._run(kwargs, adapter)
+            except BaseException as exc:  # surfaced to the reader below
+                failure.append(exc)
+                streamer.end()  # type: ignore[no-untyped-call]
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        yield from (piece for piece in streamer if piece)
-        thread.join()
+        try:
+            for piece in streamer:
+                if halt.is_set():
+                    break
+                if piece:
+                    yield piece
+        finally:
+            halt.set()  # the reader left (finished, or a client hung up): free the model
+            thread.join()
+        if failure:
+            raise failure[0]
 
 
 def build_generator(config: GeneratorConfig, cache_dir: Path) -> Generator:
@@ -162,4 +274,8 @@ def build_generator(config: GeneratorConfig, cache_dir: Path) -> Generator:
     from tuning.models import resolve_model_dir
 
     model_dir, model_id = resolve_model_dir(config.model, cache_dir)
-    return HFGenerator(model_dir, model_id, config.device)
+    if config.backend == "openai":
+        from tuning.remote import OpenAIGenerator
+
+        return OpenAIGenerator(config, model_dir, model_id)
+    return HFGenerator(model_dir, model_id, config.device, config.max_adapters)

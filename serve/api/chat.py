@@ -1,0 +1,231 @@
+"""POST /v1/chat/completions: the OpenAI chat API over `Pipeline`, plain or as SSE."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from retrieval.read import Filters
+from serve.api.deps import Ctx, Reader
+from serve.api.schema import ChatCompletionRequest
+from serve.app import AppContext
+from serve.auth import Principal
+from serve.errors import ApiError, body, to_api_error
+from serve.pipeline import Answer, Prepared, Route
+from tuning.generator import GenerationParams
+
+router = APIRouter(tags=["chat"])
+
+
+def decoding(request: ChatCompletionRequest, ctx: AppContext) -> GenerationParams:
+    chat = ctx.settings.chat
+    asked = request.max_completion_tokens or request.max_tokens or chat.max_tokens
+    if asked > chat.max_tokens_limit:
+        raise ApiError(400, "invalid_request", f"max_tokens is {asked}; this server allows at "
+                       f"most {chat.max_tokens_limit}", param="max_tokens")  # fmt: skip
+    return GenerationParams(
+        max_new_tokens=asked,
+        temperature=request.temperature or 0.0,
+        top_p=request.top_p or 1.0,
+        seed=request.seed,
+    )
+
+
+def retrieval_args(request: ChatCompletionRequest, ctx: AppContext) -> dict[str, Any]:
+    limit = ctx.settings.chat.max_top_k
+    if request.top_k is not None and request.top_k > limit:
+        raise ApiError(400, "invalid_request", f"top_k is {request.top_k}; at most {limit}",
+                       param="top_k")  # fmt: skip
+    filters = None
+    if request.filters is not None:
+        f = request.filters
+        filters = Filters(document_ids=tuple(f.document_ids or ()),
+                          source=f.source)  # fmt: skip
+    return {"top_k": request.top_k, "filters": filters}
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    cuts = [text.find(s) for s in stops if s in text]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+class Call:
+    """One chat request: what it asked, who asked, and the bookkeeping when it ends."""
+
+    def __init__(self, ctx: AppContext, who: Principal, request: ChatCompletionRequest) -> None:
+        self.ctx, self.who, self.request = ctx, who, request
+        self.route: Route = ctx.pipeline.route(request.model)
+        self.params = decoding(request, ctx)
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.started = time.perf_counter()
+
+    def prepare(self) -> Prepared:
+        messages = [m.as_message() for m in self.request.messages]
+        args = retrieval_args(self.request, self.ctx)
+        return self.ctx.pipeline.prepare(messages, self.route, self.params, **args)
+
+    def model_name(self, prepared: Prepared) -> str:
+        if prepared.adapter is None:
+            return str(self.route.mode)
+        return f"{self.route.mode}:{prepared.adapter.ref}"
+
+    def labels(self, prepared: Prepared | None) -> dict[str, str]:
+        adapter = prepared.adapter.ref if prepared and prepared.adapter else "none"
+        return {"mode": str(self.route.mode), "adapter": adapter}
+
+    def record(self, prepared: Prepared, text: str, completion_tokens: int, status: str) -> None:
+        latency = time.perf_counter() - self.started
+        m, labels = self.ctx.metrics, self.labels(prepared)
+        m.requests.labels(**labels, status=status).inc()
+        m.latency.labels(**labels).observe(latency)
+        m.tokens.labels(**labels, kind="prompt").inc(prepared.prompt_tokens)
+        m.tokens.labels(**labels, kind="completion").inc(completion_tokens)
+        if self.route.mode.retrieves:
+            m.rag_requests.inc()
+            if not prepared.hits:
+                m.rag_empty.inc()
+        if self.ctx.audit is not None:
+            a = prepared.adapter
+            self.ctx.audit.append({
+                "request_id": self.id, "key_id": self.who.key_id, "mode": str(self.route.mode),
+                "adapter": a.name if a else None, "adapter_version": a.version if a else None,
+                "index_version": prepared.index_version, "status": status,
+                "retrieved": [{"chunk_id": h.chunk.id, "score": round(h.score, 6),
+                               "cited": h in prepared.hits} for h in prepared.retrieved],
+                "latency_s": round(latency, 4), "prompt_tokens": prepared.prompt_tokens,
+                "completion_tokens": completion_tokens, "stream": self.request.stream,
+            })  # fmt: skip
+
+    def completion(self, prepared: Prepared, answer: Answer) -> dict[str, Any]:
+        text, stopped = cut_at_stop(answer.text, self.request.stops())
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model_name(prepared),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop" if stopped else answer.finish_reason}],
+            "usage": {"prompt_tokens": answer.usage.prompt_tokens,
+                      "completion_tokens": answer.usage.completion_tokens,
+                      "total_tokens": answer.usage.total_tokens},
+            "sources": [h.to_dict() for h in prepared.hits],
+            "ragtune": {"mode": str(self.route.mode),
+                        "adapter": prepared.adapter.ref if prepared.adapter else None,
+                        "index_version": prepared.index_version,
+                        "timings": {k: round(v, 4) for k, v in answer.timings.items()}},
+        }  # fmt: skip
+
+    def envelope(self, prepared: Prepared, choices: list[Any], **extra: Any) -> dict[str, Any]:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model_name(prepared), "choices": choices, **extra}  # fmt: skip
+
+    def chunk(self, prepared: Prepared, delta: dict[str, str], finish: str | None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return f"data: {json.dumps(self.envelope(prepared, [choice]))}\n\n"
+
+
+@router.post("/v1/chat/completions", summary="Chat (OpenAI-compatible)")
+async def chat_completions(request: ChatCompletionRequest, ctx: Ctx, who: Reader) -> Any:
+    call = Call(ctx, who, request)
+    slot = ctx.gate.slot()
+    try:
+        await slot.__aenter__()
+    except ApiError:
+        ctx.metrics.rejected.labels(reason="overloaded").inc()
+        raise
+    try:
+        prepared = await run_in_threadpool(call.prepare)
+        if request.stream:
+            return stream_response(call, prepared, slot)
+        answer = await run_in_threadpool(ctx.pipeline.generate, prepared, call.params)
+    except BaseException:
+        await slot.__aexit__(None, None, None)
+        raise
+    await slot.__aexit__(None, None, None)
+    call.record(prepared, answer.text, answer.usage.completion_tokens, "ok")
+    return JSONResponse(call.completion(prepared, answer))
+
+
+def stream_response(call: Call, prepared: Prepared, slot: Any) -> StreamingResponse:
+    """Sources first (their own event), then text deltas, a finish chunk, usage if asked, [DONE]."""
+    stop = threading.Event()
+    released = False
+
+    async def release() -> None:
+        nonlocal released
+        stop.set()  # a client that hung up stops the generation at the next token
+        if not released:
+            released = True
+            with anyio.CancelScope(shield=True):
+                await slot.__aexit__(None, None, None)
+
+    async def events() -> AsyncIterator[str]:
+        text, status = "", "ok"
+        stops = call.request.stops()
+        try:
+            opening = {"index": 0, "delta": {"role": "assistant", "content": ""},
+                       "finish_reason": None}  # fmt: skip
+            sources = [h.to_dict() for h in prepared.hits]
+            first = call.envelope(prepared, [opening], sources=sources)
+            yield f"event: sources\ndata: {json.dumps(first)}\n\n"
+            pieces = call.ctx.pipeline.stream(prepared, call.params, stop)
+            sent = 0
+            async for piece in iterate_in_threadpool(pieces):
+                if not text:
+                    call.ctx.metrics.ttft.labels(**call.labels(prepared)).observe(
+                        time.perf_counter() - call.started
+                    )
+                text += piece
+                cut, stopped = cut_at_stop(text, stops)
+                # Hold back what could be the start of a stop sequence.
+                safe = (
+                    len(cut)
+                    if stopped
+                    else max(sent, len(cut) - max(map(len, stops), default=1) + 1)
+                )
+                if safe > sent:
+                    yield call.chunk(prepared, {"content": cut[sent:safe]}, None)
+                    sent = safe
+                if stopped:
+                    text = cut
+                    stop.set()
+                    break
+            if sent < len(text):
+                yield call.chunk(prepared, {"content": text[sent:]}, None)
+            tokens = call.ctx.services.generator.count_text(text)
+            finish = "length" if tokens >= call.params.max_new_tokens else "stop"
+            yield call.chunk(prepared, {}, finish)
+            opts = call.request.stream_options
+            if opts is not None and opts.include_usage:
+                usage = {"prompt_tokens": prepared.prompt_tokens, "completion_tokens": tokens,
+                         "total_tokens": prepared.prompt_tokens + tokens}  # fmt: skip
+                yield f"data: {json.dumps(call.envelope(prepared, [], usage=usage))}\n\n"
+            yield "data: [DONE]\n\n"
+        except Exception as exc:
+            status = "error"
+            err = to_api_error(exc)
+            yield f"data: {json.dumps(body(err.code, err.message))}\n\n"
+        except BaseException:
+            status = "disconnected"
+            raise
+        finally:
+            await release()
+            call.record(prepared, text, call.ctx.services.generator.count_text(text), status)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(release),
+    )

@@ -1,0 +1,202 @@
+"""Documents: upload (ingested by a background job), list, get, delete, re-index; and jobs.
+
+Uploaded files are stored under `<data_dir>/uploads/` by their bare file name and indexed as
+`uploads/<name>`; a name with a path in it is refused, never cleaned up into another path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Query, UploadFile
+from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
+
+from ingest.atomic import atomic_write_bytes
+from ingest.loaders import SUPPORTED_SUFFIXES
+from retrieval.indexer import Progress
+from retrieval.read import get_document, list_documents
+from serve.api.deps import Ctx, Editor
+from serve.api.schema import clean_text
+from serve.app import AppContext
+from serve.auth import Principal
+from serve.errors import ApiError
+from serve.jobs import Job, JobContext, JobNotFoundError
+
+router = APIRouter(prefix="/v1", tags=["documents"])
+UPLOAD_PREFIX = "uploads/"
+MAX_FILES = 64
+
+
+def upload_name(raw: str | None) -> str:
+    name = raw or ""
+    try:
+        clean_text(name)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_filename", f"bad file name: {exc}") from None
+    if not name or "/" in name or "\\" in name or name.startswith(".") or len(name) > 200:
+        raise ApiError(400, "invalid_filename", f"bad file name {name[:200]!r}: send a bare "
+                       "name (no folders, not hidden, at most 200 characters)")  # fmt: skip
+    if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
+        kinds = ", ".join(sorted(SUPPORTED_SUFFIXES))
+        raise ApiError(415, "unsupported_type", f"{name!r}: only {kinds} files are indexed")
+    return name
+
+
+def progress_of(context: JobContext) -> Progress:
+    counts = {"files_done": 0, "files_total": 0, "chunks_embedded": 0}
+
+    def update(stage: str, advance: int, total: int | None) -> None:
+        if stage == "files":
+            counts["files_total"] = total if total is not None else counts["files_total"]
+            counts["files_done"] += advance
+        else:
+            counts["chunks_embedded"] += advance
+        context.report(**counts)  # raises JobCancelled: uncommitted work is rolled back
+
+    return update
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    return {"object": "job", **job.to_dict()}
+
+
+@router.post("/documents", status_code=202, summary="Upload files and index them (a job)")
+async def upload(
+    ctx: Ctx, who: Editor, files: Annotated[list[UploadFile], File(description="The files")]
+) -> dict[str, Any]:
+    if not files or len(files) > MAX_FILES:
+        raise ApiError(400, "invalid_request", f"send 1 to {MAX_FILES} files")
+    names = [upload_name(f.filename) for f in files]
+    if len(set(names)) != len(names):
+        raise ApiError(400, "invalid_request", "two files have the same name")
+    limit = ctx.settings.ingest.max_file_bytes
+    blobs = []
+    for name, f in zip(names, files, strict=True):
+        data = await f.read(limit + 1)
+        if len(data) > limit:
+            raise ApiError(413, "file_too_large", f"{name!r} is over {limit} bytes")
+        blobs.append(data)
+    folder = ctx.settings.uploads_dir
+    paths = [folder / name for name in names]
+
+    def run(context: JobContext) -> dict[str, Any]:
+        folder.mkdir(parents=True, exist_ok=True)
+        for path, data in zip(paths, blobs, strict=True):
+            atomic_write_bytes(path, data)
+        indexer = ctx.services.indexer(progress_of(context))
+        return indexer.ingest(paths, id_prefix=UPLOAD_PREFIX).to_dict()
+
+    job = ctx.jobs.submit("ingest", run, params={"files": names}, owner=who.key_id)
+    return job_view(job)
+
+
+class ReindexRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reembed: bool = False
+
+
+@router.post("/documents/reindex", status_code=202, summary="Re-index corpus and uploads (a job)")
+async def reindex(ctx: Ctx, who: Editor, body: ReindexRequest | None = None) -> dict[str, Any]:
+    reembed = body.reembed if body else False
+    corpus, uploads = ctx.settings.corpus_dir, ctx.settings.uploads_dir
+
+    def run(context: JobContext) -> dict[str, Any]:
+        indexer = ctx.services.indexer(progress_of(context))
+        out: dict[str, Any] = {}
+        if corpus is not None:
+            out["corpus"] = indexer.ingest([corpus], sync=True, reembed=reembed).to_dict()
+        if uploads.is_dir() and any(uploads.iterdir()):
+            report = indexer.ingest([uploads], sync=True, reembed=reembed, id_prefix=UPLOAD_PREFIX)
+            out["uploads"] = report.to_dict()
+        return out
+
+    job = ctx.jobs.submit("ingest", run, params={"reembed": reembed}, owner=who.key_id)
+    return job_view(job)
+
+
+def _list(ctx: AppContext, limit: int, offset: int, prefix: str) -> dict[str, Any]:
+    with ctx.services.index.read() as view:
+        rows = list_documents(view, limit, offset, prefix)
+        return {"object": "list", "index_version": view.version, "data": rows}
+
+
+@router.get("/documents", summary="List indexed documents")
+async def documents(
+    ctx: Ctx,
+    who: Editor,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    prefix: Annotated[str, Query(max_length=500)] = "",
+) -> dict[str, Any]:
+    return await run_in_threadpool(_list, ctx, limit, offset, clean_query(prefix))
+
+
+def clean_query(value: str) -> str:
+    try:
+        return clean_text(value)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from None
+
+
+def _get(ctx: AppContext, doc_id: str) -> dict[str, Any]:
+    with ctx.services.index.read() as view:
+        found = get_document(view, doc_id)
+        if found is None:
+            raise ApiError(404, "document_not_found", "no document with that id")
+        return {"object": "document", "index_version": view.version, **found}
+
+
+@router.get("/documents/{doc_id:path}", summary="One document, with its chunks")
+async def document(ctx: Ctx, who: Editor, doc_id: str) -> dict[str, Any]:
+    return await run_in_threadpool(_get, ctx, clean_query(doc_id))
+
+
+def _delete(ctx: AppContext, doc_id: str) -> dict[str, Any]:
+    report = ctx.services.indexer().delete([doc_id])
+    if report.documents.removed == 0:
+        raise ApiError(404, "document_not_found", "no document with that id")
+    if doc_id.startswith(UPLOAD_PREFIX):  # so a re-index does not bring it back
+        (ctx.settings.uploads_dir / upload_name(doc_id.removeprefix(UPLOAD_PREFIX))).unlink(
+            missing_ok=True
+        )
+    return report.to_dict()
+
+
+@router.delete("/documents/{doc_id:path}", summary="Remove a document from the index")
+async def delete_document(ctx: Ctx, who: Editor, doc_id: str) -> dict[str, Any]:
+    return await run_in_threadpool(_delete, ctx, clean_query(doc_id))
+
+
+def visible(job: Job, who: Principal) -> bool:
+    return who.can("admin") or job.kind == "ingest"
+
+
+def find_job(ctx: AppContext, who: Principal, job_id: str) -> Job:
+    try:
+        job = ctx.jobs.get(job_id)
+    except JobNotFoundError:
+        job = None
+    if job is None or not visible(job, who):
+        raise ApiError(404, "job_not_found", "no job with that id")
+    return job
+
+
+@router.get("/jobs", summary="Background jobs, newest first")
+async def jobs(
+    ctx: Ctx, who: Editor, kind: Annotated[str | None, Query(max_length=32)] = None
+) -> dict[str, Any]:
+    rows = [job_view(j) for j in ctx.jobs.list(kind) if visible(j, who)]
+    return {"object": "list", "data": rows}
+
+
+@router.get("/jobs/{job_id}", summary="One job: state, progress, result")
+async def job(ctx: Ctx, who: Editor, job_id: str) -> dict[str, Any]:
+    return job_view(find_job(ctx, who, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", summary="Ask a job to stop")
+async def cancel_job(ctx: Ctx, who: Editor, job_id: str) -> dict[str, Any]:
+    find_job(ctx, who, job_id)
+    return job_view(ctx.jobs.cancel(job_id))

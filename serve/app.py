@@ -1,0 +1,143 @@
+"""`create_app(settings, services)`: the FastAPI application, with heavy loading in the lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve import errors
+from serve.audit import AuditLog
+from serve.auth import KeyRing
+from serve.gate import Gate
+from serve.jobs import JobManager
+from serve.metrics import Metrics
+from serve.pipeline import Pipeline
+from serve.services import Services
+from serve.settings import Settings
+
+log = logging.getLogger(__name__)
+UPLOAD_PREFIX = "/v1/documents"
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+@dataclass
+class AppContext:
+    """Everything the routes share; built once in the lifespan."""
+
+    settings: Settings
+    services: Services
+    pipeline: Pipeline
+    gate: Gate
+    metrics: Metrics
+    audit: AuditLog | None
+    jobs: JobManager
+
+
+def job_error(exc: Exception) -> tuple[str, str]:
+    err = errors.to_api_error(exc)
+    return err.code, err.message
+
+
+class BodyLimit:
+    """Refuse bodies over the limit, by Content-Length at once or by counting as they arrive."""
+
+    def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int) -> None:
+        self.app, self.json_limit, self.upload_limit = app, json_limit, upload_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        upload = scope["path"].startswith(UPLOAD_PREFIX)
+        limit = self.upload_limit if upload else self.json_limit
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(send, limit)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise errors.ApiError(413, "body_too_large", f"the body exceeds {limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+    async def _refuse(self, send: Send, limit: int) -> None:
+        import json
+
+        payload = json.dumps(
+            errors.body("body_too_large", f"the body exceeds {limit} bytes")
+        ).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": payload})
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        built = services or Services.build(settings, generator=True)
+        removed = built.registry.clean_staging()
+        if removed:
+            log.info("removed %d unfinished adapter saves", removed)
+        gate = Gate(
+            settings.server.generation_slots,
+            settings.server.max_queue,
+            settings.server.queue_timeout_s,
+        )
+        app.state.ctx = AppContext(
+            settings=settings,
+            services=built,
+            pipeline=built.pipeline(),
+            gate=gate,
+            metrics=Metrics(lambda: gate.waiting, lambda: gate.active),
+            audit=AuditLog(settings.audit_path) if settings.server.audit else None,
+            jobs=JobManager(settings.jobs_dir, job_error),
+        )
+        try:
+            yield
+        finally:
+            app.state.ctx.jobs.shutdown()
+
+    app = FastAPI(
+        title="ragtune",
+        version="0.1.0",
+        description="Answers from your documents (RAG) in your voice (LoRA adapters); "
+        "OpenAI-compatible chat.",
+        lifespan=lifespan,
+    )
+    app.state.keyring = KeyRing(settings.server.api_keys)
+    errors.install(app)
+    _routes(app)
+    upload_limit = settings.ingest.max_file_bytes + MULTIPART_OVERHEAD
+    app.add_middleware(
+        BodyLimit,
+        json_limit=settings.server.max_body_bytes,
+        upload_limit=upload_limit,
+    )
+    return app
+
+
+def _routes(app: FastAPI) -> None:
+    from serve.api import admin, chat, documents, system
+
+    for module in (chat, system, documents, admin):
+        app.include_router(module.router)
+
+
+def context(app: Any) -> AppContext:
+    ctx: AppContext = app.state.ctx
+    return ctx

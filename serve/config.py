@@ -1,0 +1,80 @@
+"""Configuration of the HTTP server and the chat pipeline."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+Role = Literal["reader", "editor", "admin"]
+ROLE_RANK: dict[str, int] = {"reader": 0, "editor": 1, "admin": 2}
+
+
+class ApiKey(BaseModel):
+    """One API key: `id` is what logs and the audit trail show; `key` is never shown."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Public name of the key.")
+    key: SecretStr = Field(description="The secret the client sends as a Bearer token.")
+    role: Role = Field(description="reader: chat, models; editor: + documents; admin: + all.")
+
+    @model_validator(mode="after")
+    def _long_enough(self) -> ApiKey:
+        if len(self.key.get_secret_value()) < 16:
+            raise ValueError(f"API key {self.id!r} is shorter than 16 characters")
+        return self
+
+
+class ServerConfig(BaseModel):
+    """Where the server listens, who may call it, and how much load it accepts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Bind address; without keys only localhost.")
+    port: int = Field(8000, ge=1, le=65535)
+    api_keys: tuple[ApiKey, ...] = Field(
+        (), description="JSON list of {id, key, role}. Empty: no auth, localhost only."
+    )
+    max_body_bytes: int = Field(
+        1 << 20, ge=1024, description="Largest JSON request body (uploads: ingest limit)."
+    )
+    generation_slots: int = Field(
+        1, ge=1, le=64, description="Generations running at once (the model runs one at a time)."
+    )
+    max_queue: int = Field(
+        16, ge=0, le=10_000, description="Requests waiting for a slot; beyond it: 429."
+    )
+    queue_timeout_s: float = Field(
+        120.0, gt=0, description="A request waiting longer than this gets 503."
+    )
+    audit: bool = Field(True, description="Append one record per answered chat request.")
+
+
+class ChatConfig(BaseModel):
+    """Defaults of the chat pipeline; requests override what the OpenAI schema lets them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    default_model: str = Field(
+        "rag", description="Mode used for model 'default' (e.g. 'rag+tuned:brand')."
+    )
+    max_tokens: int = Field(256, ge=1, description="max_tokens when a request gives none.")
+    max_tokens_limit: int = Field(1024, ge=1, description="Largest max_tokens accepted.")
+    max_top_k: int = Field(20, ge=1, le=200, description="Largest top_k a request may ask.")
+    system_prompt: str = Field(
+        "You are a helpful assistant. Answer briefly and clearly.",
+        description="System prompt when the client sends none and no adapter brings its own.",
+    )
+    rag_instructions: str = Field(
+        "Answer the question using only the numbered sources in the user's message, and cite "
+        "them by number, like [1]. If the sources do not hold the answer, say that you do not "
+        "know.",
+        description="Appended to the system prompt in the retrieval modes.",
+    )
+
+    @model_validator(mode="after")
+    def _limits(self) -> ChatConfig:
+        if self.max_tokens > self.max_tokens_limit:
+            raise ValueError("chat.max_tokens is larger than chat.max_tokens_limit")
+        return self

@@ -1,0 +1,245 @@
+"""The one answer path, shared by the server and the comparisons: route, retrieve, prompt, generate.
+
+A route names a `Mode` and, for the tuned modes, an adapter reference:
+`base`, `rag`, `tuned:<adapter>[@version|@alias]`, `rag+tuned:<adapter>[@version|@alias]`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from retrieval.read import Filters
+from retrieval.retriever import Hit, Retriever
+from serve.config import ChatConfig
+from serve.prompt import build_messages
+from tuning.adapters import Adapter, AdapterRegistry
+from tuning.generator import GenerationParams, Generator, Message
+
+PROMPT_MARGIN = 8  # tokens kept free of the budget: chat templates add a few around the reply
+
+
+class Mode(StrEnum):
+    BASE = "base"
+    RAG = "rag"
+    TUNED = "tuned"
+    RAG_TUNED = "rag+tuned"
+
+    @property
+    def retrieves(self) -> bool:
+        return self in (Mode.RAG, Mode.RAG_TUNED)
+
+    @property
+    def tuned(self) -> bool:
+        return self in (Mode.TUNED, Mode.RAG_TUNED)
+
+
+class UnknownModelError(ValueError):
+    """A `model` the server cannot serve."""
+
+
+class ConversationError(ValueError):
+    """Messages the pipeline cannot answer: empty, wrong roles, no question."""
+
+
+_ROUTE = re.compile(r"(base|rag|tuned|rag\+tuned)(?::([^\s@]+(?:@[^\s@]+)?))?")
+
+
+@dataclass(frozen=True)
+class Route:
+    mode: Mode
+    adapter_ref: str | None = None
+
+    @classmethod
+    def parse(cls, model: str) -> Route:
+        match = _ROUTE.fullmatch(model.strip())
+        if not match:
+            raise UnknownModelError(
+                f"unknown model {model!r}: use base, rag, tuned:<adapter>[@version] or "
+                "rag+tuned:<adapter>[@version]"
+            )
+        mode, ref = Mode(match.group(1)), match.group(2)
+        if mode.tuned and not ref:
+            raise UnknownModelError(f"model {model!r} names no adapter: use {mode}:<adapter>")
+        if ref and not mode.tuned:
+            raise UnknownModelError(f"model {model!r}: only tuned modes take an adapter")
+        return cls(mode, ref)
+
+    @property
+    def name(self) -> str:
+        return f"{self.mode}:{self.adapter_ref}" if self.adapter_ref else str(self.mode)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Prepared:
+    """Everything decided before generation: the prompt, its sources and the adapter."""
+
+    route: Route
+    adapter: Adapter | None
+    messages: list[Message]
+    hits: list[Hit]  # the sources in the prompt, numbered [1], [2], ... in this order
+    retrieved: list[Hit]  # everything retrieval returned (the audit log keeps it)
+    index_version: int | None
+    prompt_tokens: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Answer:
+    text: str
+    mode: Mode
+    adapter: Adapter | None
+    hits: list[Hit]
+    usage: Usage
+    timings: dict[str, float]
+    finish_reason: str
+    index_version: int | None
+    retrieved: list[Hit] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "mode": str(self.mode),
+            "adapter": self.adapter.ref if self.adapter else None,
+            "sources": [h.to_dict() for h in self.hits],
+            "usage": {"prompt_tokens": self.usage.prompt_tokens,
+                      "completion_tokens": self.usage.completion_tokens},
+            "timings": self.timings,
+            "finish_reason": self.finish_reason,
+            "index_version": self.index_version,
+        }  # fmt: skip
+
+
+def split_conversation(messages: Sequence[Message]) -> tuple[str, str, list[Message]]:
+    """(client system text, question, history) from an OpenAI-style message list."""
+    if not messages:
+        raise ConversationError("messages is empty: send at least one user message")
+    for i, m in enumerate(messages):
+        if m.get("role") not in ("system", "user", "assistant"):
+            raise ConversationError(
+                f"messages[{i}].role is {m.get('role')!r}: use system, user or assistant"
+            )
+    if messages[-1]["role"] != "user":
+        raise ConversationError("the last message must come from the user")
+    question = messages[-1]["content"]
+    if not question.strip():
+        raise ConversationError("the last user message is empty")
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system").strip()
+    history = [m for m in messages[:-1] if m["role"] != "system"]
+    return system, question, history
+
+
+class Pipeline:
+    """answer(messages, route) -> Answer: retrieve if the mode asks, build the prompt, generate."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        registry: AdapterRegistry,
+        retriever: Retriever | None,
+        config: ChatConfig,
+        default_top_k: int = 4,
+    ) -> None:
+        self.generator = generator
+        self.registry = registry
+        self.retriever = retriever
+        self.config = config
+        self.default_top_k = default_top_k
+
+    def route(self, model: str) -> Route:
+        return Route.parse(self.config.default_model if model == "default" else model)
+
+    def system_prompt(self, route: Route, adapter: Adapter | None, client: str) -> str:
+        persona = client or (adapter and adapter.manifest.get("system_prompt")) or ""
+        persona = persona or self.config.system_prompt
+        return f"{persona}\n\n{self.config.rag_instructions}" if route.mode.retrieves else persona
+
+    def retrieve(self, question: str, top_k: int, filters: Filters | None) -> list[Hit]:
+        if self.retriever is None:
+            raise UnknownModelError("retrieval is not available on this server")
+        return self.retriever.retrieve(question, k=top_k, filters=filters)
+
+    def prepare(
+        self,
+        messages: Sequence[Message],
+        route: Route,
+        params: GenerationParams,
+        *,
+        top_k: int | None = None,
+        filters: Filters | None = None,
+        hits: Sequence[Hit] | None = None,
+    ) -> Prepared:
+        """Resolve the adapter, retrieve (unless `hits` are given), fit the prompt to the window."""
+        started = time.perf_counter()
+        client_system, question, history = split_conversation(messages)
+        adapter = self.registry.resolve(route.adapter_ref) if route.adapter_ref else None
+        retrieved: list[Hit] = []
+        if route.mode.retrieves:
+            retrieved = list(hits) if hits is not None else self.retrieve(
+                question, top_k or self.default_top_k, filters
+            )  # fmt: skip
+        retrieved_at = time.perf_counter()
+        budget = self.generator.context_window - params.max_new_tokens - PROMPT_MARGIN
+        prompt, used = build_messages(
+            question,
+            retrieved,
+            system=self.system_prompt(route, adapter, client_system),
+            count_tokens=self.generator.count_tokens,
+            budget=budget,
+            history=history,
+        )
+        version = retrieved[0].index_version if retrieved else None
+        if version is None and self.retriever is not None and route.mode.retrieves:
+            version = self.retriever.index.current.version
+        timings = {
+            "retrieve_s": retrieved_at - started,
+            "prompt_s": time.perf_counter() - retrieved_at,
+        }
+        tokens = self.generator.count_tokens(prompt)
+        return Prepared(route, adapter, prompt, used, retrieved, version, tokens, timings)
+
+    def generate(self, prepared: Prepared, params: GenerationParams) -> Answer:
+        started = time.perf_counter()
+        done = self.generator.generate(prepared.messages, params, prepared.adapter)
+        timings = {**prepared.timings, "generate_s": time.perf_counter() - started}
+        return Answer(
+            done.text,
+            prepared.route.mode,
+            prepared.adapter,
+            prepared.hits,
+            Usage(done.prompt_tokens, done.completion_tokens),
+            timings,
+            done.finish_reason,
+            prepared.index_version,
+            prepared.retrieved,
+        )
+
+    def answer(
+        self,
+        messages: Sequence[Message],
+        route: Route,
+        params: GenerationParams,
+        **kwargs: Any,
+    ) -> Answer:
+        return self.generate(self.prepare(messages, route, params, **kwargs), params)
+
+    def stream(
+        self, prepared: Prepared, params: GenerationParams, stop: threading.Event | None = None
+    ) -> Iterator[str]:
+        """Text pieces; setting `stop` ends the generation at the next token."""
+        return self.generator.stream(prepared.messages, params, prepared.adapter, stop)
