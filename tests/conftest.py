@@ -55,3 +55,18 @@ def make_indexer(index_dir: Path) -> Iterator[object]:
     yield factory
     for index in opened:
         index.close()
+
+
+@pytest.fixture(scope="session")
+def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the packaged GGUF is converted, once per test session (about 20 s), for every test
+    and every server process a test starts (pass it as RAGTUNE_MODEL_CACHE_DIR)."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def packaged_model_dir(model_cache_dir: Path) -> Path:
+    """The converted SmolLM2-135M-Instruct folder (mark users `slow`)."""
+    from tuning.models import resolve_model_dir
+
+    return resolve_model_dir("SmolLM2-135M-Instruct", model_cache_dir)[0]
