@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve import errors
@@ -67,7 +68,9 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise errors.ApiError(413, "body_too_large", f"the body exceeds {limit} bytes")
+                # An HTTPException: FastAPI turns anything else raised while it reads the body
+                # into "400 There was an error parsing the body".
+                raise HTTPException(413, f"the body exceeds {limit} bytes")
             return message
 
         await self.app(scope, counted, send)

@@ -1,4 +1,4 @@
-"""The `ragtune` command line: ingest, search, index info, serve."""
+"""The `ragtune` command line: ingest, search, info, serve, adapters (and tune)."""
 
 from __future__ import annotations
 
@@ -157,9 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    from serve import cli_server
+    from serve import cli_adapters, cli_server, cli_tuning
 
     cli_server.add_parser(sub)
+    cli_tuning.add_parser(sub)
+    cli_adapters.add_parser(sub)
     return parser
 
 

@@ -108,7 +108,8 @@ def install(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
+                 413: "body_too_large"}  # fmt: skip
         return respond(ApiError(exc.status_code, codes.get(exc.status_code, "http_error"),
                                 str(exc.detail), headers=dict(exc.headers or {})))  # fmt: skip
 

@@ -11,6 +11,7 @@ from ingest.config import IngestConfig
 from retrieval.config import EmbedderConfig, IndexConfig, RetrievalConfig
 from serve.config import ChatConfig, ServerConfig
 from tuning.config import GeneratorConfig
+from tuning.train_config import TrainConfig
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
@@ -39,6 +40,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
+    training: TrainConfig = Field(default_factory=TrainConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     corpus_dir: Path | None = Field(
         None,
@@ -60,6 +62,11 @@ class Settings(BaseSettings):
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+    @property
+    def training_dir(self) -> Path:
+        """Resumable checkpoints of unfinished trainings, one folder per adapter name."""
+        return self.data_dir / "training"
 
     @property
     def uploads_dir(self) -> Path:

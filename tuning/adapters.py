@@ -38,6 +38,7 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _VERSION = re.compile(r"v?([0-9]{1,9})")
 _STAGING = ".staging-"
+_PID = re.compile(r"(?:staging|old)-([0-9]+)")
 
 
 class AdapterError(ValueError):
@@ -204,7 +205,7 @@ class AdapterRegistry:
         """An empty folder to save a new version into, on the registry's file system."""
         folder = self.root / check_name(name)
         folder.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=_STAGING, dir=folder))
+        return Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=folder))
 
     def publish(self, name: str, staged: Path, manifest: dict[str, Any]) -> Adapter:
         """Move a folder holding `adapter_model.safetensors` + `adapter_config.json` in as the
@@ -281,17 +282,23 @@ class AdapterRegistry:
                 (folder / f"v{v}").replace(doomed)
                 shutil.rmtree(doomed, ignore_errors=True)
             if version is None:
-                shutil.rmtree(folder, ignore_errors=True)
-            fsync_dir(self.root)
+                # Keep only the version counter: a later adapter of this name starts after it,
+                # so `name@vN` never names two different sets of weights.
+                last = max([*targets, int(self._alias_state(name).get("last_version", 0))])
+                self._write_aliases(name, {"aliases": {}, "history": {}, "last_version": last})
+            fsync_dir(folder)
         return targets
 
     def clean_staging(self) -> int:
         """Remove staging folders left by killed saves; returns how many."""
         removed = 0
         for name in self.names():
-            for leftover in (self.root / name).glob(f"{_STAGING}*"):
-                shutil.rmtree(leftover, ignore_errors=True)
-                removed += 1
+            # Every hidden folder is unfinished work (staging, a trainer's temp, a deletion);
+            # its name carries the pid of its maker, and a live maker's folder is left alone.
+            for leftover in (self.root / name).glob(".*"):
+                if leftover.is_dir() and not _owner_alive(leftover.name):
+                    shutil.rmtree(leftover, ignore_errors=True)
+                    removed += 1
         return removed
 
     def _alias_state(self, name: str) -> dict[str, Any]:
@@ -307,6 +314,19 @@ class AdapterRegistry:
     def _write_aliases(self, name: str, state: dict[str, Any]) -> None:
         path = self.root / name / "aliases.json"
         atomic_write_text(path, json.dumps(state, indent=2, sort_keys=True))
+
+
+def _owner_alive(folder_name: str) -> bool:
+    match = _PID.search(folder_name)
+    if match is None or int(match.group(1)) == os.getpid():
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_file(path: Path) -> None:

@@ -80,3 +80,22 @@ def resolve_model_dir(model: str, cache_dir: Path) -> tuple[Path, str]:
     if not (path / "config.json").is_file():
         raise GeneratorError(f"no Hugging Face model folder at {path} (config.json missing)")
     return path, path.resolve().name
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """One SHA-256 over the folder's safetensors files (in name order): which exact base
+    weights an adapter was trained on. Cached beside the weights in folders ragtune made."""
+    cached = model_dir / "ragtune-weights.sha256"
+    if cached.is_file():
+        return cached.read_text("utf-8").strip()
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.glob("*.safetensors")):
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+    value = digest.hexdigest()
+    if (model_dir / READY).is_file():  # our own conversion cache: safe to write into
+        cached.write_text(value, "utf-8")
+    return value

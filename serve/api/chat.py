@@ -6,7 +6,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio
@@ -14,6 +14,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from retrieval.read import Filters
 from serve.api.deps import Ctx, Reader
@@ -157,6 +158,21 @@ async def chat_completions(request: ChatCompletionRequest, ctx: Ctx, who: Reader
     return JSONResponse(call.completion(prepared, answer))
 
 
+class ClosingStreamingResponse(StreamingResponse):
+    """Closes its body generator however the response ends. A client that hangs up while a
+    `send` waits leaves the generator suspended at a `yield`: nothing else would run its
+    `finally` (which frees the generation slot) until the garbage collector found it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            body = self.body_iterator
+            if isinstance(body, AsyncGenerator):
+                with anyio.CancelScope(shield=True):
+                    await body.aclose()
+
+
 def stream_response(call: Call, prepared: Prepared, slot: Any) -> StreamingResponse:
     """Sources first (their own event), then text deltas, a finish chunk, usage if asked, [DONE]."""
     stop = threading.Event()
@@ -223,7 +239,7 @@ def stream_response(call: Call, prepared: Prepared, slot: Any) -> StreamingRespo
             await release()
             call.record(prepared, text, call.ctx.services.generator.count_text(text), status)
 
-    return StreamingResponse(
+    return ClosingStreamingResponse(
         events(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from serve.api.deps import Ctx, Reader
 from serve.app import AppContext
 from serve.pipeline import Mode
+from tuning.adapters import DEFAULT_ALIAS
 
 router = APIRouter(tags=["system"])
 
@@ -19,6 +20,11 @@ def _index_summary(ctx: AppContext) -> dict[str, Any]:
     info = ctx.services.index.info()
     keys = ("version", "documents", "chunks", "embedder_model_id", "index_kind", "updated_at")
     return {k: info.get(k) for k in keys}
+
+
+def _adapter_count(ctx: AppContext) -> int:
+    registry = ctx.services.registry
+    return sum(1 for name in registry.names() if registry.versions(name))
 
 
 @router.get("/health", summary="Liveness, index version and size, loaded model and adapters")
@@ -34,7 +40,7 @@ async def health(ctx: Ctx) -> dict[str, Any]:
             "context_window": generator.context_window,
             "loaded_adapters": generator.loaded_adapters,
         },
-        "adapters": len(ctx.services.registry.names()),
+        "adapters": await run_in_threadpool(_adapter_count, ctx),
         "queue": {"waiting": ctx.gate.waiting, "active": ctx.gate.active},
         "auth": "keys" if ctx.settings.server.api_keys else "none (localhost only)",
     }
@@ -56,11 +62,17 @@ def model_ids(ctx: AppContext) -> list[dict[str, Any]]:
     ]
     registry = ctx.services.registry
     for name in registry.names():
+        # Only what this base model can load: a name or alias naming a version trained for
+        # another base model would only fail with 409.
         versions = registry.versions(name)
-        if not versions:
+        live = {a.version for a in versions if a.base_model_id == base_id}
+        if not live:
             continue
-        refs = [name, *(f"{name}@{a}" for a in sorted(registry.aliases(name)))]
-        refs += [a.ref for a in versions if a.base_model_id == base_id]
+        aliases = registry.aliases(name)
+        bare = aliases.get(DEFAULT_ALIAS, versions[-1].version)  # what `name` alone resolves to
+        refs = [name] if bare in live else []
+        refs += [f"{name}@{a}" for a in sorted(aliases) if aliases[a] in live]
+        refs += [f"{name}@v{v}" for v in sorted(live)]
         for mode in (Mode.TUNED, Mode.RAG_TUNED):
             rows += [{"id": f"{mode}:{ref}", "mode": str(mode), "adapter": ref} for ref in refs]
     return rows

@@ -1,0 +1,229 @@
+"""The answer path without HTTP: routes, conversations, given hits, budget, system prompts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from ingest.document import Chunk
+from retrieval.retriever import Hit
+from serve.config import ChatConfig
+from serve.pipeline import (
+    PROMPT_MARGIN,
+    ConversationError,
+    Mode,
+    Pipeline,
+    Route,
+    UnknownModelError,
+    split_conversation,
+)
+from serve.prompt import PromptTooLongError
+from tests.serve.conftest import publish_adapter
+from tuning.adapters import AdapterNotFoundError, AdapterRegistry
+from tuning.generator import EchoGenerator, GenerationParams
+
+PARAMS = GenerationParams(max_new_tokens=16)
+CONFIG = ChatConfig(system_prompt="DEFAULT PERSONA", rag_instructions="CITE THE SOURCES")
+
+
+def hit(rank: int, text: str, version: int = 7) -> Hit:
+    chunk = Chunk(f"doc{rank}#0", f"doc{rank}.md", text, None, 0, len(text), "h")
+    return Hit(chunk, f"doc{rank}.md", 1.0 / rank, rank, version)
+
+
+def words(n: int, tag: str) -> str:
+    return " ".join(f"{tag}{i}" for i in range(n))
+
+
+class FailingRetriever:
+    """Fails the test if anything retrieves; its index still reports a version."""
+
+    index = SimpleNamespace(current=SimpleNamespace(version=42))
+
+    def retrieve(self, *args: Any, **kwargs: Any) -> list[Hit]:
+        raise AssertionError("retrieve() was called although hits were given")
+
+
+class ListRetriever:
+    def __init__(self, hits: list[Hit]) -> None:
+        self.hits, self.calls = hits, []
+        self.index = SimpleNamespace(current=SimpleNamespace(version=3))
+
+    def retrieve(self, query: str, k: int, filters: Any = None) -> list[Hit]:
+        self.calls.append((query, k, filters))
+        return self.hits[:k]
+
+
+class SmallWindow(EchoGenerator):
+    context_window = 120
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> AdapterRegistry:
+    return AdapterRegistry(tmp_path / "adapters")
+
+
+def pipeline(registry: AdapterRegistry, retriever: Any = None, generator: Any = None) -> Pipeline:
+    return Pipeline(generator or EchoGenerator(), registry, retriever, CONFIG, default_top_k=2)
+
+
+def ask(question: str, system: str | None = None) -> list[dict[str, str]]:
+    head = [{"role": "system", "content": system}] if system else []
+    return [*head, {"role": "user", "content": question}]
+
+
+# -- routes --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "mode", "ref"),
+    [
+        ("base", Mode.BASE, None),
+        ("rag", Mode.RAG, None),
+        (" rag ", Mode.RAG, None),
+        ("tuned:brand", Mode.TUNED, "brand"),
+        ("tuned:brand@v2", Mode.TUNED, "brand@v2"),
+        ("tuned:brand@3", Mode.TUNED, "brand@3"),
+        ("rag+tuned:brand@prod", Mode.RAG_TUNED, "brand@prod"),
+    ],
+)
+def test_route_parse_valid(model: str, mode: Mode, ref: str | None) -> None:
+    route = Route.parse(model)
+    assert (route.mode, route.adapter_ref) == (mode, ref)
+    assert route.name == model.strip()
+    assert Route.parse(route.name) == route
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["", "gpt-4o", "RAG", "tuned", "rag+tuned", "tuned:", "base:brand", "rag:brand",
+     "tuned:a@b@c", "tuned:a b", "tuned:@v1", "rag+tuned:brand@", "rag tuned:brand"],
+)  # fmt: skip
+def test_route_parse_invalid(model: str) -> None:
+    with pytest.raises(UnknownModelError):
+        Route.parse(model)
+
+
+def test_mode_properties() -> None:
+    assert [m.retrieves for m in Mode] == [False, True, False, True]
+    assert [m.tuned for m in Mode] == [False, False, True, True]
+
+
+def test_default_model_is_read_from_the_config(registry: AdapterRegistry) -> None:
+    p = Pipeline(EchoGenerator(), registry, None, ChatConfig(default_model="rag+tuned:brand"))
+    assert p.route("default") == Route(Mode.RAG_TUNED, "brand")
+    assert p.route("base") == Route(Mode.BASE)
+
+
+# -- conversations -------------------------------------------------------------------------------
+
+
+def test_split_conversation() -> None:
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "reply"},
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "second?"},
+    ]
+    system, question, history = split_conversation(messages)
+    assert system == "Be brief.\n\nBe kind."
+    assert question == "second?"
+    assert history == messages[1:3]
+
+
+@pytest.mark.parametrize(
+    ("messages", "match"),
+    [
+        ([], "empty"),
+        ([{"role": "tool", "content": "x"}], "role"),
+        ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "last"),
+        ([{"role": "user", "content": " \n\t"}], "empty"),
+        ([{"role": "system", "content": "s"}], "last"),
+    ],
+)
+def test_split_conversation_refuses(messages: list, match: str) -> None:
+    with pytest.raises(ConversationError, match=match):
+        split_conversation(messages)
+
+
+# -- prepare -------------------------------------------------------------------------------------
+
+
+def test_given_hits_skip_retrieval(registry: AdapterRegistry) -> None:
+    p = pipeline(registry, FailingRetriever())
+    hits = [hit(1, "alpha facts"), hit(2, "bravo facts")]
+    prepared = p.prepare(ask("What?"), Route(Mode.RAG), PARAMS, hits=hits)
+    assert prepared.hits == hits and prepared.retrieved == hits
+    assert prepared.index_version == 7  # from the hits, not the index
+    assert "[1] doc1.md\nalpha facts" in prepared.messages[-1]["content"]
+    empty = p.prepare(ask("What?"), Route(Mode.RAG), PARAMS, hits=[])
+    assert empty.hits == [] and empty.index_version == 42
+    assert empty.messages[-1]["content"] == "What?"
+
+
+def test_retrieval_uses_top_k_and_filters(registry: AdapterRegistry) -> None:
+    retriever = ListRetriever([hit(1, "a"), hit(2, "b"), hit(3, "c")])
+    p = pipeline(registry, retriever)
+    assert len(p.prepare(ask("q"), Route(Mode.RAG), PARAMS).hits) == 2  # the default top_k
+    prepared = p.prepare(ask("q"), Route(Mode.RAG), PARAMS, top_k=3, filters="F")  # type: ignore[arg-type]
+    assert len(prepared.hits) == 3 and retriever.calls[-1] == ("q", 3, "F")
+    base = p.prepare(ask("q"), Route(Mode.BASE), PARAMS)
+    assert base.hits == [] and base.index_version is None and len(retriever.calls) == 2
+
+
+def test_a_retrieval_mode_without_a_retriever_is_refused(registry: AdapterRegistry) -> None:
+    with pytest.raises(UnknownModelError, match="retrieval"):
+        pipeline(registry).prepare(ask("q"), Route(Mode.RAG), PARAMS)
+
+
+def test_budget_drops_sources_that_do_not_fit_the_window(registry: AdapterRegistry) -> None:
+    gen = SmallWindow()
+    p = pipeline(registry, FailingRetriever(), gen)
+    hits = [hit(1, words(20, "a")), hit(2, words(200, "b")), hit(3, words(10, "c"))]
+    prepared = p.prepare(ask("q?"), Route(Mode.RAG), PARAMS, hits=hits)
+    budget = gen.context_window - PARAMS.max_new_tokens - PROMPT_MARGIN
+    assert [h.rank for h in prepared.hits] == [1, 3]
+    assert [h.rank for h in prepared.retrieved] == [1, 2, 3]  # the audit keeps everything
+    assert prepared.prompt_tokens == gen.count_tokens(prepared.messages) <= budget
+    # A bigger max_tokens leaves less room: fewer sources.
+    fewer = p.prepare(ask("q?"), Route(Mode.RAG), GenerationParams(max_new_tokens=75), hits=hits)
+    assert [h.rank for h in fewer.hits] == [3]
+    with pytest.raises(PromptTooLongError):
+        p.prepare(ask(words(150, "q")), Route(Mode.RAG), PARAMS, hits=hits)
+
+
+# -- system prompts ------------------------------------------------------------------------------
+
+
+def test_system_prompt_choice(registry: AdapterRegistry) -> None:
+    publish_adapter(registry, "pirate", system_prompt="ARR PERSONA")
+    publish_adapter(registry, "plain")
+    p = pipeline(registry, FailingRetriever())
+
+    def system(model: str, client: str | None = None) -> str:
+        prepared = p.prepare(ask("q", client), Route.parse(model), PARAMS, hits=[hit(1, "x")])
+        assert prepared.messages[0]["role"] == "system"
+        return prepared.messages[0]["content"]
+
+    assert system("base") == "DEFAULT PERSONA"
+    assert system("base", "CLIENT PERSONA") == "CLIENT PERSONA"
+    assert system("tuned:pirate") == "ARR PERSONA"
+    assert system("tuned:pirate", "CLIENT PERSONA") == "CLIENT PERSONA"  # the client wins
+    assert system("tuned:plain") == "DEFAULT PERSONA"
+    assert system("rag") == "DEFAULT PERSONA\n\nCITE THE SOURCES"
+    assert system("rag+tuned:pirate") == "ARR PERSONA\n\nCITE THE SOURCES"
+    assert system("rag", "CLIENT PERSONA") == "CLIENT PERSONA\n\nCITE THE SOURCES"
+
+
+def test_adapters_resolve_before_generation(registry: AdapterRegistry) -> None:
+    publish_adapter(registry, "brand")
+    p = pipeline(registry)
+    answer = p.answer(ask("hello world"), Route.parse("tuned:brand"), PARAMS)
+    assert answer.text == "[brand@v1] hello world" and answer.adapter is not None
+    assert answer.to_dict()["adapter"] == "brand@v1" and answer.mode is Mode.TUNED
+    with pytest.raises(AdapterNotFoundError):
+        p.prepare(ask("q"), Route.parse("tuned:brand@v9"), PARAMS)
