@@ -1,4 +1,4 @@
-# ragtune: `make run` sets up, ingests the sample corpus and searches it; `make test` runs every test.
+# ragtune: `make run` sets up, ingests the sample corpus and serves it; `make test` runs every test.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH_INDEX ?=
 STAMP := $(VENV)/.ragtune-setup
 
-.PHONY: setup run test test-fast check lint format bench clean
+.PHONY: setup run tune test test-fast check lint format bench bench-serve bench-train clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,12 @@ $(STAMP): pyproject.toml
 run: setup
 	$(VENV)/bin/ragtune ingest data/corpus --sync
 	$(VENV)/bin/ragtune search "What is the battery warranty period?"
+	$(VENV)/bin/ragtune serve --corpus data/corpus
+
+# Teach the model the sample company's voice: a new version of the `brand` adapter, promoted to prod.
+tune: setup
+	$(VENV)/bin/ragtune tune --name brand --promote prod \
+		--data data/tone/brand_voice.jsonl --data data/tone/brand_voice_with_context.jsonl
 
 test: setup
 	$(PY) -m pytest
@@ -44,6 +50,12 @@ format: setup
 
 bench: setup
 	$(PY) -m eval.perf ingest
+
+bench-serve: setup
+	$(PY) -m eval.perf_serve
+
+bench-train: setup
+	$(PY) -m eval.perf_train
 
 clean:
 	rm -rf $(VENV) .ragtune .pytest_cache .mypy_cache .ruff_cache

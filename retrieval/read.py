@@ -174,8 +174,8 @@ def list_documents(
 def get_document(view: ReadView, doc_id: str) -> dict[str, Any] | None:
     """One document's record and its chunks (id, page, offsets, text), in order."""
     row = view.conn.execute(
-        f"SELECT {_DOC_COLUMNS} FROM documents d WHERE d.id = ?",
-        (doc_id,),  # noqa: S608
+        f"SELECT {_DOC_COLUMNS} FROM documents d WHERE d.id = ?",  # noqa: S608
+        (doc_id,),
     ).fetchone()
     if row is None:
         return None

@@ -78,7 +78,7 @@ def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
     with progress_bar(sys.stderr.isatty() and not args.json) as bar:
         adapter, result = train_adapter(
             name=args.name,
-            data_path=Path(args.data),
+            data_paths=[Path(d) for d in args.data],
             config=config,
             model=settings.generator.model,
             cache_dir=settings.models_dir,
@@ -110,7 +110,12 @@ def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("tune", help="train a LoRA adapter (a new version of NAME)")
-    p.add_argument("--data", required=True, help="JSONL of {messages} or {prompt, response}")
+    p.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        help="JSONL of {messages} or {prompt, response} (repeatable: the files are joined)",
+    )
     p.add_argument("--name", required=True, help="adapter name (lowercase, digits, - and _)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")

@@ -23,7 +23,9 @@ from tuning.adapters import (
     AdapterNotFoundError,
     UnsafeAdapterError,
 )
+from tuning.data import DataError
 from tuning.generator import GeneratorError
+from tuning.train_run import TrainError
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
     (EmbedderMismatchError, 409, "embedder_mismatch"),
     (IndexStoreError, 503, "index_unavailable"),
     (GeneratorError, 502, "generator_failed"),
+    (DataError, 400, "invalid_training_data"),
+    (TrainError, 422, "training_failed"),
 ]
 
 

@@ -18,8 +18,8 @@ from retrieval.read import Filters
 from retrieval.retriever import Hit, Retriever
 from serve.config import ChatConfig
 from serve.prompt import build_messages
-from tuning.adapters import Adapter, AdapterRegistry
-from tuning.generator import GenerationParams, Generator, Message
+from tuning.adapters import WEIGHTS, Adapter, AdapterRegistry, verify_adapter
+from tuning.generator import GenerationParams, Generator, Message, StreamStats
 
 PROMPT_MARGIN = 8  # tokens kept free of the budget: chat templates add a few around the reply
 
@@ -160,6 +160,7 @@ class Pipeline:
         self.retriever = retriever
         self.config = config
         self.default_top_k = default_top_k
+        self._verified: dict[str, tuple[int, int, int]] = {}  # adapter key -> weights file stamp
 
     def route(self, model: str) -> Route:
         return Route.parse(self.config.default_model if model == "default" else model)
@@ -187,7 +188,7 @@ class Pipeline:
         """Resolve the adapter, retrieve (unless `hits` are given), fit the prompt to the window."""
         started = time.perf_counter()
         client_system, question, history = split_conversation(messages)
-        adapter = self.registry.resolve(route.adapter_ref) if route.adapter_ref else None
+        adapter = self.resolve(route.adapter_ref) if route.adapter_ref else None
         retrieved: list[Hit] = []
         if route.mode.retrieves:
             retrieved = list(hits) if hits is not None else self.retrieve(
@@ -239,7 +240,24 @@ class Pipeline:
         return self.generate(self.prepare(messages, route, params, **kwargs), params)
 
     def stream(
-        self, prepared: Prepared, params: GenerationParams, stop: threading.Event | None = None
+        self,
+        prepared: Prepared,
+        params: GenerationParams,
+        stop: threading.Event | None = None,
+        stats: StreamStats | None = None,
     ) -> Iterator[str]:
-        """Text pieces; setting `stop` ends the generation at the next token."""
-        return self.generator.stream(prepared.messages, params, prepared.adapter, stop)
+        """Text pieces; setting `stop` ends the generation at the next token; `stats` gets the
+        model's own token count when the stream ends."""
+        return self.generator.stream(prepared.messages, params, prepared.adapter, stop, stats)
+
+    def resolve(self, ref: str) -> Adapter:
+        """The adapter `ref` names, verified for this base model (safetensors only, checksum)
+        before any answer starts, so even a stream fails with a proper status; a verified
+        weights file is not hashed again until it changes."""
+        adapter = self.registry.resolve(ref)
+        weights = (adapter.path / WEIGHTS).stat()
+        stamp = (weights.st_mtime_ns, weights.st_size, weights.st_ino)
+        if self._verified.get(adapter.key) != stamp:
+            verify_adapter(adapter, self.generator.model_id)
+            self._verified[adapter.key] = stamp
+        return adapter

@@ -338,21 +338,22 @@ def _fsync_file(path: Path) -> None:
 
 def check_adapter_files(folder: Path) -> None:
     """A folder is loadable only with safetensors weights, a LoRA config and nothing pickled."""
+    label = f"{folder.parent.name}@{folder.name}"  # brand@v3
     pickled = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
     if pickled:
         raise UnsafeAdapterError(
-            f"refusing {folder.name}: pickled weights ({', '.join(pickled)}) can run code when "
+            f"refusing {label}: pickled weights ({', '.join(pickled)}) can run code when "
             "loaded; only safetensors are accepted"
         )
     for required in (WEIGHTS, CONFIG):
         if not (folder / required).is_file():
-            raise UnsafeAdapterError(f"refusing {folder.name}: {required} is missing")
+            raise UnsafeAdapterError(f"refusing {label}: {required} is missing")
     try:
         config = json.loads((folder / CONFIG).read_text("utf-8"))
     except ValueError as exc:
-        raise UnsafeAdapterError(f"refusing {folder.name}: {CONFIG} is not JSON") from exc
+        raise UnsafeAdapterError(f"refusing {label}: {CONFIG} is not JSON") from exc
     if not isinstance(config, dict) or config.get("peft_type") != "LORA":
-        raise UnsafeAdapterError(f"refusing {folder.name}: {CONFIG} is not a LoRA config")
+        raise UnsafeAdapterError(f"refusing {label}: {CONFIG} is not a LoRA config")
 
 
 def verify_adapter(adapter: Adapter, base_model_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,14 @@ class GenerationParams:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+
+
+@dataclass
+class StreamStats:
+    """Filled by `stream` when it ends: what the model itself counted."""
+
+    completion_tokens: int = 0
+    finish_reason: Literal["stop", "length"] = "stop"
 
 
 @dataclass(frozen=True)
@@ -64,9 +73,10 @@ class Generator(Protocol):
         params: GenerationParams,
         adapter: Adapter | None = None,
         stop: threading.Event | None = None,
+        stats: StreamStats | None = None,
     ) -> Iterator[str]:
         """Text pieces as they are generated; setting `stop` (or closing the iterator) ends the
-        generation at the next token."""
+        generation at the next token. `stats`, if given, gets the token count at the end."""
         ...
 
 
@@ -104,10 +114,15 @@ class EchoGenerator:
         params: GenerationParams,
         adapter: Adapter | None = None,
         stop: threading.Event | None = None,
+        stats: StreamStats | None = None,
     ) -> Iterator[str]:
-        for i, word in enumerate(self._words(messages, params, adapter)):
+        words = self._words(messages, params, adapter)
+        for i, word in enumerate(words):
             if stop is not None and stop.is_set():
                 return
+            if stats is not None:
+                stats.completion_tokens = i + 1
+                stats.finish_reason = "length" if i + 1 == params.max_new_tokens else "stop"
             yield word if i == 0 else f" {word}"
 
 
@@ -225,8 +240,9 @@ class HFGenerator:
         params: GenerationParams,
         adapter: Adapter | None = None,
         stop: threading.Event | None = None,
+        stats: StreamStats | None = None,
     ) -> Iterator[str]:
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList
 
         halt = stop if stop is not None else threading.Event()
 
@@ -237,7 +253,7 @@ class HFGenerator:
         if adapter is not None and adapter.key not in self._adapters:
             verify_adapter(adapter, self.model_id)  # fail before the first piece, not inside
         inputs = self._encode(messages)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer = _CountingStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = {
             **self._kwargs(inputs, params),
             "streamer": streamer,
@@ -250,7 +266,7 @@ class HFGenerator:
                 self._run(kwargs, adapter)
             except BaseException as exc:  # surfaced to the reader below
                 failure.append(exc)
-                streamer.end()  # type: ignore[no-untyped-call]
+                streamer.end()
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
@@ -265,6 +281,34 @@ class HFGenerator:
             thread.join()
         if failure:
             raise failure[0]
+        if stats is not None:
+            stats.completion_tokens = streamer.generated
+            eos = self.tokenizer.eos_token_id
+            full = streamer.generated >= params.max_new_tokens and streamer.last != eos
+            stats.finish_reason = "length" if full else "stop"
+
+
+@functools.cache
+def _counting_streamer_class() -> Any:
+    from transformers import TextIteratorStreamer
+
+    class CountingStreamer(TextIteratorStreamer):
+        """Counts the generated token ids (the prompt excluded) as they pass through."""
+
+        generated = 0
+        last: int | None = None
+
+        def put(self, value: Any) -> None:
+            if not (self.skip_prompt and self.next_tokens_are_prompt):
+                self.generated += int(value.numel())
+                self.last = int(value.reshape(-1)[-1])
+            super().put(value)  # type: ignore[no-untyped-call]
+
+    return CountingStreamer
+
+
+def _CountingStreamer(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 (a lazy class)
+    return _counting_streamer_class()(*args, **kwargs)
 
 
 def build_generator(config: GeneratorConfig, cache_dir: Path) -> Generator:

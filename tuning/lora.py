@@ -14,6 +14,8 @@ from tuning.adapters import CONFIG, WEIGHTS, Adapter, UnsafeAdapterError
 
 # The fields that shape LoRA deltas; everything else in a saved config is ignored, except the
 # few below that would change the model beyond LoRA deltas, which are refused when set.
+# (`auto_mapping`, which peft writes for every adapter saved without a task_type, only tells
+# AutoPeftModel which class to build; it is never read here, so it is ignored, not refused.)
 _LORA_FIELDS = (
     "r",
     "lora_alpha",
@@ -29,7 +31,7 @@ _LORA_FIELDS = (
     "alpha_pattern",
     "lora_bias",
 )
-_REFUSED = ("modules_to_save", "layer_replication", "trainable_token_indices", "auto_mapping")
+_REFUSED = ("modules_to_save", "layer_replication", "trainable_token_indices")
 
 
 def lora_config(adapter: Adapter) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 
 from tuning.adapters import Adapter, AdapterMismatchError
 from tuning.config import GeneratorConfig
-from tuning.generator import Completion, GenerationParams, GeneratorError, Message
+from tuning.generator import Completion, GenerationParams, GeneratorError, Message, StreamStats
 
 
 class OpenAIGenerator:
@@ -101,18 +101,28 @@ class OpenAIGenerator:
         params: GenerationParams,
         adapter: Adapter | None = None,
         stop: threading.Event | None = None,
+        stats: StreamStats | None = None,
     ) -> Iterator[str]:
         model = self.remote_name(adapter)
         try:
             chunks = self.client.chat.completions.create(
-                model=model, stream=True, **self._request(messages, params)
+                model=model,
+                stream=True,
+                stream_options={"include_usage": True},
+                **self._request(messages, params),
             )
             with chunks:  # closing it drops the connection, which stops the remote generation
                 for chunk in chunks:
                     if stop is not None and stop.is_set():
                         break
-                    piece = chunk.choices[0].delta.content if chunk.choices else None
-                    if piece:
-                        yield piece
+                    if stats is not None and chunk.usage is not None:
+                        stats.completion_tokens = chunk.usage.completion_tokens
+                    choice = chunk.choices[0] if chunk.choices else None
+                    if stats is not None and choice is not None and choice.finish_reason:
+                        stats.finish_reason = (
+                            "length" if choice.finish_reason == "length" else "stop"
+                        )
+                    if choice is not None and choice.delta.content:
+                        yield choice.delta.content
         except self._errors as exc:
             raise GeneratorError(f"the remote generator failed: {exc}") from exc

@@ -1,16 +1,25 @@
-"""Admin routes: the audit log and the adapter registry (list, show, promote, roll back, delete)."""
+"""Admin routes: the audit log; adapters: list, show, promote, roll back, delete, train (a job)."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from ingest.atomic import atomic_write_bytes
 from serve.api.deps import Admin, Ctx, Reader
 from serve.api.schema import CleanStr
-from tuning.adapters import DEFAULT_ALIAS, AdapterRegistry, check_name
+from serve.app import AppContext
+from serve.errors import ApiError
+from serve.jobs import JobCancelled, JobContext
+from tuning.adapters import DEFAULT_ALIAS, AdapterRegistry, check_alias, check_name
+from tuning.data import DataError
+from tuning.recipe import train_adapter
+from tuning.train import TrainCancelled, TrainProgress
+from tuning.train_config import TrainConfig
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 
@@ -82,3 +91,71 @@ async def delete_adapter(
 ) -> dict[str, Any]:
     gone = await run_in_threadpool(ctx.services.registry.delete, check_name(name), version)
     return {"object": "adapter.deleted", "name": name, "versions": gone}
+
+
+def _train_config(ctx: AppContext, raw: str | None) -> TrainConfig:
+    try:
+        overrides = json.loads(raw) if raw else {}
+        if not isinstance(overrides, dict):
+            raise ValueError("config must be a JSON object of training settings")
+        return TrainConfig.model_validate({**ctx.settings.training.model_dump(), **overrides})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        raise ApiError(400, "invalid_request", f"config.{where}: {first['msg']}") from None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request", f"config: {exc}") from None
+
+
+@router.post("/adapters/{name}/train", status_code=202, summary="Train a new version (a job)")
+async def train(
+    ctx: Ctx,
+    who: Admin,
+    name: str,
+    data: Annotated[UploadFile, File(description="JSONL: {messages} or {prompt, response}")],
+    config: Annotated[str | None, Form(description="JSON object of training settings")] = None,
+    promote: Annotated[str | None, Form(description="alias to point at the new version")] = None,
+) -> dict[str, Any]:
+    check_name(name)
+    if promote is not None:
+        check_alias(promote)
+    settings = _train_config(ctx, config)
+    limit = ctx.settings.ingest.max_file_bytes
+    blob = await data.read(limit + 1)
+    if len(blob) > limit:
+        raise ApiError(413, "file_too_large", f"the training data is over {limit} bytes")
+    uploads = ctx.settings.training_dir / "data"
+    index_version = ctx.services.index.version
+
+    def run(context: JobContext) -> dict[str, Any]:
+        uploads.mkdir(parents=True, exist_ok=True)
+        path = uploads / f"{context.job.id}.jsonl"
+        atomic_write_bytes(path, blob)
+
+        def progress(p: TrainProgress) -> None:
+            context.report(step=p.step, total_steps=p.total_steps, epoch=round(p.epoch, 3),
+                           loss=p.loss, val_loss=p.val_loss,
+                           tokens_per_s=round(p.tokens_per_s, 1))  # fmt: skip
+
+        try:
+            adapter, result = train_adapter(
+                name=name, data_paths=[path], config=settings, model=ctx.settings.generator.model,
+                cache_dir=ctx.settings.models_dir, registry=ctx.services.registry,
+                work_dir=ctx.settings.training_dir / name, index_version=index_version,
+                progress=progress, should_stop=context.cancelled.is_set,
+            )  # fmt: skip
+        except TrainCancelled:
+            raise JobCancelled from None
+        except DataError as exc:  # it names the server's copy of the file: name the upload
+            raise DataError(str(exc).replace(str(path), data.filename or "data")) from None
+        finally:
+            path.unlink(missing_ok=True)
+        if promote:
+            ctx.services.registry.promote(adapter.ref, promote)
+        return {"adapter": adapter.to_dict([promote] if promote else []),
+                "result": result.to_dict()}  # fmt: skip
+
+    job = ctx.jobs.submit("tune", run, params={"name": name, "promote": promote,
+                                               "config": settings.model_dump(mode="json")},
+                          owner=who.key_id)  # fmt: skip
+    return {"object": "job", **job.to_dict()}

@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -23,7 +24,7 @@ from serve.app import AppContext
 from serve.auth import Principal
 from serve.errors import ApiError, body, to_api_error
 from serve.pipeline import Answer, Prepared, Route
-from tuning.generator import GenerationParams
+from tuning.generator import GenerationParams, StreamStats
 
 router = APIRouter(tags=["chat"])
 
@@ -58,6 +59,15 @@ def retrieval_args(request: ChatCompletionRequest, ctx: AppContext) -> dict[str,
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     cuts = [text.find(s) for s in stops if s in text]
     return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def public_source(source: str, roots: list[Path]) -> str:
+    """A source path relative to the corpus (or data) folder; elsewhere just its file name."""
+    path = Path(source)
+    for root in roots:
+        if path.is_relative_to(root):
+            return path.relative_to(root).as_posix()
+    return path.name
 
 
 class Call:
@@ -108,6 +118,16 @@ class Call:
                 "completion_tokens": completion_tokens, "stream": self.request.stream,
             })  # fmt: skip
 
+    def sources(self, prepared: Prepared) -> list[dict[str, Any]]:
+        """The cited hits, numbered as in the prompt; `source` without the server's folders."""
+        roots = [r for r in (self.ctx.settings.corpus_dir, self.ctx.settings.data_dir) if r]
+        out = []
+        for number, hit in enumerate(prepared.hits, 1):
+            row = {"number": number, **hit.to_dict()}
+            row["source"] = public_source(hit.source, roots)
+            out.append(row)
+        return out
+
     def completion(self, prepared: Prepared, answer: Answer) -> dict[str, Any]:
         text, stopped = cut_at_stop(answer.text, self.request.stops())
         return {
@@ -120,7 +140,7 @@ class Call:
             "usage": {"prompt_tokens": answer.usage.prompt_tokens,
                       "completion_tokens": answer.usage.completion_tokens,
                       "total_tokens": answer.usage.total_tokens},
-            "sources": [h.to_dict() for h in prepared.hits],
+            "sources": self.sources(prepared),
             "ragtune": {"mode": str(self.route.mode),
                         "adapter": prepared.adapter.ref if prepared.adapter else None,
                         "index_version": prepared.index_version,
@@ -187,15 +207,21 @@ def stream_response(call: Call, prepared: Prepared, slot: Any) -> StreamingRespo
                 await slot.__aexit__(None, None, None)
 
     async def events() -> AsyncIterator[str]:
-        text, status = "", "ok"
+        text, status, cut_short = "", "ok", False
         stops = call.request.stops()
+        stats = StreamStats()
+
+        def completion_tokens() -> int:  # the model's own count, unless a stop sequence cut it
+            done = stats.completion_tokens and not cut_short
+            return stats.completion_tokens if done else call.ctx.services.generator.count_text(text)
+
         try:
             opening = {"index": 0, "delta": {"role": "assistant", "content": ""},
                        "finish_reason": None}  # fmt: skip
-            sources = [h.to_dict() for h in prepared.hits]
+            sources = call.sources(prepared)
             first = call.envelope(prepared, [opening], sources=sources)
             yield f"event: sources\ndata: {json.dumps(first)}\n\n"
-            pieces = call.ctx.pipeline.stream(prepared, call.params, stop)
+            pieces = call.ctx.pipeline.stream(prepared, call.params, stop, stats)
             sent = 0
             async for piece in iterate_in_threadpool(pieces):
                 if not text:
@@ -214,14 +240,13 @@ def stream_response(call: Call, prepared: Prepared, slot: Any) -> StreamingRespo
                     yield call.chunk(prepared, {"content": cut[sent:safe]}, None)
                     sent = safe
                 if stopped:
-                    text = cut
+                    text, cut_short = cut, True
                     stop.set()
                     break
             if sent < len(text):
                 yield call.chunk(prepared, {"content": text[sent:]}, None)
-            tokens = call.ctx.services.generator.count_text(text)
-            finish = "length" if tokens >= call.params.max_new_tokens else "stop"
-            yield call.chunk(prepared, {}, finish)
+            tokens = completion_tokens()
+            yield call.chunk(prepared, {}, "stop" if cut_short else stats.finish_reason)
             opts = call.request.stream_options
             if opts is not None and opts.include_usage:
                 usage = {"prompt_tokens": prepared.prompt_tokens, "completion_tokens": tokens,
@@ -237,7 +262,7 @@ def stream_response(call: Call, prepared: Prepared, slot: Any) -> StreamingRespo
             raise
         finally:
             await release()
-            call.record(prepared, text, call.ctx.services.generator.count_text(text), status)
+            call.record(prepared, text, completion_tokens(), status)
 
     return ClosingStreamingResponse(
         events(),

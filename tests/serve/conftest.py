@@ -251,6 +251,7 @@ class GatedGenerator(EchoGenerator):
         params: GenerationParams,
         adapter: Any = None,
         stop: threading.Event | None = None,
+        stats: Any = None,
     ) -> Iterator[str]:
         self.calls += 1
         self.entered.set()
