@@ -293,16 +293,30 @@ def _counting_streamer_class() -> Any:
     from transformers import TextIteratorStreamer
 
     class CountingStreamer(TextIteratorStreamer):
-        """Counts the generated token ids (the prompt excluded) as they pass through."""
+        """Counts the generated token ids (the prompt excluded) as they pass through, and
+        passes text on after every token rather than at word ends (one token less to the first
+        byte), holding back only an unfinished UTF-8 sequence. Tokenizers that clean up spaces
+        (their decoded prefixes can change afterwards) keep the word-end behaviour."""
 
         generated = 0
         last: int | None = None
 
         def put(self, value: Any) -> None:
-            if not (self.skip_prompt and self.next_tokens_are_prompt):
-                self.generated += int(value.numel())
-                self.last = int(value.reshape(-1)[-1])
-            super().put(value)  # type: ignore[no-untyped-call]
+            if self.skip_prompt and self.next_tokens_are_prompt:
+                super().put(value)  # type: ignore[no-untyped-call]
+                return
+            self.generated += int(value.numel())
+            self.last = int(value.reshape(-1)[-1])
+            if getattr(self.tokenizer, "clean_up_tokenization_spaces", False):
+                super().put(value)  # type: ignore[no-untyped-call]
+                return
+            self.token_cache.extend(value.reshape(-1).tolist())
+            text = str(self.tokenizer.decode(self.token_cache, **self.decode_kwargs))
+            if text.endswith("\ufffd"):
+                return  # part of a multi-byte character: wait for the rest
+            printable = text[self.print_len :]
+            self.print_len += len(printable)
+            self.on_finalized_text(printable)
 
     return CountingStreamer
 

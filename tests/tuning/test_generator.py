@@ -13,6 +13,8 @@ from tuning.generator import (
     GenerationParams,
     GeneratorError,
     HFGenerator,
+    StreamStats,
+    _CountingStreamer,
     build_generator,
 )
 from tuning.models import READY, resolve_model_dir
@@ -67,6 +69,35 @@ def test_greedy_answer_is_reproducible_and_streams_identically(smol) -> None:
     assert "paris" in first.text.lower()
     assert first.prompt_tokens == gen.count_tokens(QUESTION) and 0 < first.completion_tokens <= 24
     assert gen.generate(QUESTION, params).text == first.text
-    assert "".join(gen.stream(QUESTION, params)).strip() == first.text
+    stats = StreamStats()
+    pieces = list(gen.stream(QUESTION, params, stats=stats))
+    assert "".join(pieces).strip() == first.text
+    # The model's own count and finish reason, the same as a plain generate reports.
+    assert (stats.completion_tokens, stats.finish_reason) == (
+        first.completion_tokens,
+        first.finish_reason,
+    )
     cut = gen.generate(QUESTION, GenerationParams(max_new_tokens=2))
     assert cut.finish_reason == "length" and cut.completion_tokens == 2
+    cut_stats = StreamStats()
+    list(gen.stream(QUESTION, GenerationParams(max_new_tokens=2), stats=cut_stats))
+    assert (cut_stats.completion_tokens, cut_stats.finish_reason) == (2, "length")
+
+
+@pytest.mark.slow
+def test_streamer_passes_text_on_per_token_and_never_splits_a_character(smol) -> None:
+    import torch
+
+    gen, _, _ = smol
+    text = "Hey there, rider! Ride 🚲 bright, café crew."
+    ids = gen.tokenizer.encode(text, add_special_tokens=False)
+    streamer = _CountingStreamer(gen.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt: skipped, not counted
+    for token in ids:
+        streamer.put(torch.tensor([token]))
+    streamer.end()
+    pieces = list(streamer)
+    assert "".join(pieces) == text and streamer.generated == len(ids)
+    assert not any("\ufffd" in piece for piece in pieces)
+    # Per token, not per word: the first word arrives before the second begins.
+    assert pieces[0] == "Hey" and len([p for p in pieces if p]) > len(text.split())
