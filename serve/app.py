@@ -23,7 +23,6 @@ from serve.services import Services
 from serve.settings import Settings
 
 log = logging.getLogger(__name__)
-UPLOAD_PREFIX = "/v1/documents"
 MULTIPART_OVERHEAD = 64 * 1024
 
 
@@ -55,7 +54,9 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = scope["path"].startswith(UPLOAD_PREFIX)
+        # File uploads (documents, training data) come as multipart forms; the rest is JSON.
+        kind = dict(scope["headers"]).get(b"content-type", b"")
+        upload = kind.lower().startswith(b"multipart/form-data")
         limit = self.upload_limit if upload else self.json_limit
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):

@@ -63,9 +63,9 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     name, _, version = args.ref.partition("@")
-    number = int(version.lstrip("v")) if version else None
     if version and not version.lstrip("v").isdigit():
         raise ValueError(f"delete takes NAME or NAME@vN, not an alias ({args.ref!r})")
+    number = int(version.lstrip("v")) if version else None
     gone = _registry(settings).delete(name, number)
     print(f"deleted {', '.join(f'{name}@v{v}' for v in gone)}")
     return 0

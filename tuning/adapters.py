@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ from typing import Any
 
 from ingest.atomic import atomic_write_text, fsync_dir
 
+log = logging.getLogger(__name__)
 MANIFEST = "ragtune-adapter.json"
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
@@ -230,7 +232,10 @@ class AdapterRegistry:
             staged.replace(folder / f"v{version}")
             fsync_dir(folder)
             state["last_version"] = version
-            self._write_aliases(name, state)
+            try:
+                self._write_aliases(name, state)
+            except OSError as exc:  # published and complete already; numbering still holds
+                log.warning("%s@v%d: could not record the version counter: %s", name, version, exc)
         return self.get(name, version)
 
     def promote(self, ref: str, alias: str = DEFAULT_ALIAS) -> Adapter:
@@ -318,8 +323,10 @@ class AdapterRegistry:
 
 def _owner_alive(folder_name: str) -> bool:
     match = _PID.search(folder_name)
-    if match is None or int(match.group(1)) == os.getpid():
+    if match is None:
         return False
+    if int(match.group(1)) == os.getpid():
+        return True  # this process's own work in progress (a training job, say)
     try:
         os.kill(int(match.group(1)), 0)
     except ProcessLookupError:

@@ -107,6 +107,7 @@ def train_adapter(
     train, val = split_examples(data.examples, config.val_fraction, config.seed)
     model_dir, base_model_id = resolve_model_dir(model, cache_dir)
     base = (base_model_id, weights_sha256(model_dir))
+    registry.clean_staging()  # what a killed training left (its process is gone)
     staged = registry.staging_dir(name)
     try:
         result = train_lora(model_dir, train, val, config, staged, work_dir,

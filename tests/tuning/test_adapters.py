@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -184,11 +185,19 @@ def test_bad_names_are_refused_everywhere(registry: AdapterRegistry, name: str) 
     assert (staged / WEIGHTS).is_file()  # nothing was moved
 
 
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
 def test_leftovers_of_a_killed_save_are_not_listed_and_are_cleaned(
     registry: AdapterRegistry,
 ) -> None:
     publish(registry)
-    killed = write_adapter(registry.staging_dir("brand"))  # saved, never published
+    ours = write_adapter(registry.staging_dir("brand"))  # this process's work in progress
+    killed = ours.with_name(f".staging-{dead_pid()}-x")
+    ours.replace(killed)  # saved by a process that was killed, never published
     no_manifest = write_adapter(registry.root / "brand" / "v5")  # renamed without a manifest
     assert [a.version for a in registry.versions("brand")] == [1]
     assert [a.ref for a, _ in registry.all()] == ["brand@v1"]
@@ -198,6 +207,8 @@ def test_leftovers_of_a_killed_save_are_not_listed_and_are_cleaned(
     assert registry.clean_staging() == 1
     assert not killed.exists() and no_manifest.exists()
     assert registry.clean_staging() == 0
+    own = registry.staging_dir("brand")  # a staging folder of this live process stays
+    assert registry.clean_staging() == 0 and own.exists()
     assert publish(registry).version == 2
 
 
