@@ -136,9 +136,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
 
 def _routes(app: FastAPI) -> None:
-    from serve.api import admin, chat, documents, system
+    from serve.api import admin, chat, compare, documents, system
 
-    for module in (chat, system, documents, admin):
+    for module in (chat, system, documents, admin, compare):
         app.include_router(module.router)
 
 

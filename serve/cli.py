@@ -160,11 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    from serve import cli_adapters, cli_server, cli_tuning
+    from serve import cli_adapters, cli_compare, cli_server, cli_tuning
 
     cli_server.add_parser(sub)
     cli_tuning.add_parser(sub)
     cli_adapters.add_parser(sub)
+    cli_compare.add_parser(sub)
     return parser
 
 
