@@ -1,4 +1,4 @@
-"""Training benchmark: `python -m eval.perf_train [--steps N] [--out FILE]`.
+"""Training benchmark: `python -m eval.perf_train [--steps N] [--sequential] [--out FILE]`.
 
 On the packaged SmolLM2-135M-Instruct and data/tone/brand_voice.jsonl, with the default
 TrainConfig except max_steps, in one process:
@@ -7,10 +7,14 @@ TrainConfig except max_steps, in one process:
 2. a bare peft loop with the same settings (same model folder, LoRA config, seed, batches,
    AdamW, clipping) and nothing else: no validation, no checkpoints;
 3. the ratio of (1) to (2) over the steps where train_lora ran no validation (target >= 0.9),
-   in wall-clock and in CPU time (the CPU ratio holds when other work shares the machine);
+   in wall-clock and in CPU time;
 4. peak memory, minutes for one epoch of the data set on this machine, and the validation loss
    before and after (the bare loop's loss after the same steps checks that both trained alike).
 
+The two loops run in lockstep: after each train_lora step, its progress callback runs one bare
+step, timed apart, with its own RNG state. Other work on a shared machine then slows both alike;
+run one after the other, minutes apart, their ratio measured the machine's load, not the loops.
+`--sequential` runs train_lora alone first (its peak memory is then its own), then the bare loop.
 Tokens are non-padding tokens. Progress goes to stderr, the table to stdout.
 """
 
@@ -23,7 +27,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,12 +59,79 @@ class Steps:
         return tokens / sum(self.wall[i] for i in keep), tokens / sum(self.cpu[i] for i in keep)
 
 
-class Clock:
-    """train_lora's progress callback: the time between two callbacks is one step."""
+class BareLoop:
+    """The minimal peft loop, one step at a time, with its own RNG state."""
 
-    def __init__(self) -> None:
+    def __init__(self, model_dir: Path, items: list[Tokenized], config: TrainConfig) -> None:
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        self.items, self.config, self.timed = items, config, Steps()
+        base = AutoModelForCausalLM.from_pretrained(
+            model_dir, local_files_only=True, dtype=torch.float32
+        )
+        self.pad = int(base.config.pad_token_id)
+        torch.manual_seed(config.seed)
+        lora = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=config.rank,
+            lora_alpha=config.alpha,
+            lora_dropout=config.dropout,
+            target_modules=list(config.target_modules),
+        )
+        self.model: Any = get_peft_model(base, lora).train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        self.rng = torch.get_rng_state()
+
+    def step(self, step: int) -> None:
+        import torch
+
+        outside, cfg = torch.get_rng_state(), self.config
+        torch.set_rng_state(self.rng)
+        began = (time.perf_counter(), time.process_time())
+        micro = step_batches(len(self.items), cfg.batch_size, 1, cfg.seed, step)
+        batch = collate([self.items[i] for i in micro[0]], self.pad, "cpu")
+        self.model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            labels=batch.labels,
+            use_cache=False,
+        ).loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm or float("inf"))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.timed.wall.append(time.perf_counter() - began[0])
+        self.timed.cpu.append(time.process_time() - began[1])
+        self.timed.tokens.append(batch.tokens)
+        self.rng = torch.get_rng_state()
+        torch.set_rng_state(outside)
+
+    def validation(self, val: list[Tokenized]) -> tuple[float, float]:
+        """(mean loss per answer token, seconds) over the validation split."""
+        import torch
+
+        began, total, targets = time.perf_counter(), 0.0, 0
+        self.model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(val), self.config.batch_size):
+                batch = collate(val[start : start + self.config.batch_size], self.pad, "cpu")
+                total += float(loss_sum(self.model, batch))
+                targets += batch.targets
+        return total / targets, time.perf_counter() - began
+
+
+class Clock:
+    """train_lora's progress callback: the time between two callbacks is one step (and a
+    validation where one ran); `between(step)` runs untimed after each callback but the last."""
+
+    def __init__(self, between: Callable[[int], None] | None = None) -> None:
         self.steps = Steps()
         self.validated: list[int] = []  # step indices whose callback came after a validation
+        self.between = between
         self.last: tuple[float, float] | None = None
 
     def __call__(self, p: TrainProgress) -> None:
@@ -70,64 +141,10 @@ class Clock:
             self.steps.cpu.append(now[1] - self.last[1])
             if p.val_loss is not None:
                 self.validated.append(p.step - 1)
+        if self.between is not None and p.step < p.total_steps:
+            self.between(p.step)
+            now = (time.perf_counter(), time.process_time())
         self.last = now
-
-
-def bare_loop(
-    model_dir: Path, train: list[Tokenized], config: TrainConfig, steps: int
-) -> tuple[Any, Steps]:
-    """The minimal peft loop; returns (model, Steps)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    pad = AutoTokenizer.from_pretrained(model_dir, local_files_only=True).pad_token_id
-    base = AutoModelForCausalLM.from_pretrained(
-        model_dir, local_files_only=True, dtype=torch.float32
-    )
-    torch.manual_seed(config.seed)
-    lora = LoraConfig(
-        task_type="CAUSAL_LM",
-        r=config.rank,
-        lora_alpha=config.alpha,
-        lora_dropout=config.dropout,
-        target_modules=list(config.target_modules),
-    )
-    model: Any = get_peft_model(base, lora).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    timed = Steps()
-    for step in range(steps):
-        began = (time.perf_counter(), time.process_time())
-        micro = step_batches(len(train), config.batch_size, 1, config.seed, step)
-        batch = collate([train[i] for i in micro[0]], pad, "cpu")
-        model(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            labels=batch.labels,
-            use_cache=False,
-        ).loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf"))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        timed.wall.append(time.perf_counter() - began[0])
-        timed.cpu.append(time.process_time() - began[1])
-        timed.tokens.append(batch.tokens)
-    return model, timed
-
-
-def validation(model: Any, val: list[Tokenized], pad: int, size: int) -> tuple[float, float]:
-    """(mean loss per answer token, seconds) over the validation split."""
-    import torch
-
-    began, total, targets = time.perf_counter(), 0.0, 0
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(val), size):
-            batch = collate(val[start : start + size], pad, "cpu")
-            total += float(loss_sum(model, batch))
-            targets += batch.targets
-    return total / targets, time.perf_counter() - began
 
 
 def _tokens(model_dir: Path, examples: Sequence[Example], max_length: int) -> list[Tokenized]:
@@ -145,63 +162,73 @@ def _figures(
     epoch_tokens: int,
     val_s: float,
     bare_val: float,
+    memory: str,
 ) -> None:
     keep = [i for i in range(len(bare.tokens)) if i not in clock.validated]
     clock.steps.tokens = bare.tokens  # the same batches, so the same tokens per step
     ours, ours_cpu = clock.steps.rates(keep)
     theirs, theirs_cpu = bare.rates(keep)
-    note = f"steps without validation: {len(keep)}"
-    report.add("train.tokens_per_s", "train_lora tokens/s", ours, "tok/s", note=note)
-    report.add("bare.tokens_per_s", "bare peft loop tokens/s", theirs, "tok/s", note=note)
-    report.add("train.ratio", "train_lora / bare (wall)", ours / theirs, "x", target=0.9)
-    report.add(
-        "train.ratio_cpu",
-        "train_lora / bare (CPU time)",
-        ours_cpu / theirs_cpu,
-        "x",
-        target=0.9,
-        note="tokens per CPU second of this process",
-    )
-    report.add(
-        "train.result_tokens_per_s",
-        "TrainResult.tokens_per_s",
-        result.tokens_per_s,
-        "tok/s",
-        note="time inside training steps only",
-    )
-    report.add(
-        "train.peak_memory_mb",
-        "peak memory (RSS)",
-        result.peak_memory_mb,
-        "MiB",
-        note="process peak after train_lora, before the bare loop",
-    )
+    r, tps, loss = result, "tok/s", "nats/token"
+    kept = f"steps without validation: {len(keep)}"
+    cpu = "tokens per CPU second of this process"
+    inner = "time inside training steps only"
     minutes = (epoch_tokens / ours + val_s) / 60
-    report.add(
-        "train.epoch_minutes",
-        "one epoch of brand_voice.jsonl",
-        minutes,
-        "min",
-        note=f"{epoch_tokens:,} tokens at train_lora's rate + one validation ({val_s:.0f} s)",
-    )
-    report.add("val.before", "validation loss before", result.initial_val_loss, "nats/token")
-    report.add(
-        "val.after",
-        "validation loss after (best)",
-        result.best_val_loss,
-        "nats/token",
-        note=f"step {result.best_step} of {result.steps}",
-    )
-    report.add(
-        "val.after_bare",
-        "validation loss after (bare loop)",
-        bare_val,
-        "nats/token",
-        note="same steps; should match the line above when the best is the last",
-    )
+    epoch = f"{epoch_tokens:,} tokens at train_lora's rate + one validation ({val_s:.0f} s)"
+    best = f"step {r.best_step} of {r.steps}"
+    same = "same steps; matches the line above when the best step is the last"
+    rows: list[tuple[str, str, float, str, float | None, str]] = [
+        ("train.tokens_per_s", "train_lora tokens/s", ours, tps, None, kept),
+        ("bare.tokens_per_s", "bare peft loop tokens/s", theirs, tps, None, kept),
+        ("train.ratio", "train_lora / bare (wall)", ours / theirs, "x", 0.9, ""),
+        ("train.ratio_cpu", "train_lora / bare (CPU)", ours_cpu / theirs_cpu, "x", 0.9, cpu),
+        ("train.steps_tokens_per_s", "TrainResult.tokens_per_s", r.tokens_per_s, tps, None, inner),
+        ("train.peak_memory_mb", "peak memory (RSS)", r.peak_memory_mb, "MiB", None, memory),
+        ("train.epoch_minutes", "one epoch of brand_voice.jsonl", minutes, "min", None, epoch),
+        ("val.before", "validation loss before", r.initial_val_loss, loss, None, ""),
+        ("val.after", "validation loss after (best)", r.best_val_loss, loss, None, best),
+        ("val.after_bare", "validation loss after (bare loop)", bare_val, loss, None, same),
+    ]
+    for key, label, value, unit, target, note in rows:
+        report.add(key, label, value, unit, target=target, note=note)
 
 
-def run(steps: int, out: Path | None, model_cache: Path, data: Path) -> Report:
+@dataclass(frozen=True)
+class Setup:
+    model_dir: Path
+    config: TrainConfig
+    train: list[Example]
+    val: list[Example]
+    train_items: list[Tokenized]
+    val_items: list[Tokenized]
+
+
+def _ours(setup: Setup, between: Callable[[int], None] | None) -> tuple[TrainResult, Clock]:
+    clock = Clock(between)
+    with tempfile.TemporaryDirectory(prefix="ragtune-perf-train-") as tmp:
+        result = train_lora(
+            setup.model_dir,
+            setup.train,
+            setup.val,
+            setup.config,
+            Path(tmp) / "adapter",
+            Path(tmp) / "work",
+            progress=clock,
+        )
+    return result, clock
+
+
+def _setup(steps: int, model_cache: Path, data: Path) -> Setup:
+    model_dir = resolve_model_dir(PACKAGED_GENERATOR, model_cache)[0]
+    config = TrainConfig(max_steps=steps)
+    if config.grad_accum != 1:
+        raise SystemExit("the bare loop here assumes grad_accum == 1")
+    train, val = split_examples(load_examples(data).examples, config.val_fraction, config.seed)
+    train_items = _tokens(model_dir, train, config.max_length)
+    val_items = _tokens(model_dir, val, config.max_length)
+    return Setup(model_dir, config, train, val, train_items, val_items)
+
+
+def run(steps: int, sequential: bool, out: Path | None, model_cache: Path, data: Path) -> Report:
     os.environ["HF_HUB_OFFLINE"] = "1"
     import torch
 
@@ -211,28 +238,26 @@ def run(steps: int, out: Path | None, model_cache: Path, data: Path) -> Report:
         torch_threads=torch.get_num_threads(),
         load_at_start=os.getloadavg(),
         steps=steps,
+        sequential=sequential,
     )
-    model_dir = resolve_model_dir(PACKAGED_GENERATOR, model_cache)[0]
-    config = TrainConfig(max_steps=steps)
-    if config.grad_accum != 1:
-        raise SystemExit("the bare loop here assumes grad_accum == 1")
-    report.info["config"] = config.model_dump(mode="json")
-    train, val = split_examples(load_examples(data).examples, config.val_fraction, config.seed)
-    train_items = _tokens(model_dir, train, config.max_length)
-    val_items = _tokens(model_dir, val, config.max_length)
-    clock = Clock()
-    with tempfile.TemporaryDirectory(prefix="ragtune-perf-train-") as tmp:
-        report.log(f"train_lora: {steps} steps on {len(train)} examples ({len(val)} held out)")
-        result = train_lora(
-            model_dir, train, val, config, Path(tmp) / "adapter", Path(tmp) / "work", progress=clock
-        )
+    setup = _setup(steps, model_cache, data)
+    report.info["config"] = setup.config.model_dump(mode="json")
+    mode = "one after the other" if sequential else "in lockstep"
+    report.log(f"train_lora and a bare peft loop, {mode}: {steps} steps on the same batches")
+    if sequential:
+        result, clock = _ours(setup, None)
+        gc.collect()
+        bare = BareLoop(setup.model_dir, setup.train_items, setup.config)
+        for step in range(steps):
+            bare.step(step)
+    else:
+        bare = BareLoop(setup.model_dir, setup.train_items, setup.config)
+        result, clock = _ours(setup, bare.step)
     report.info["train_result"] = result.to_dict()
-    gc.collect()
-    report.log(f"bare peft loop: {steps} steps on the same batches")
-    model, bare = bare_loop(model_dir, train_items, config, steps)
-    bare_val, val_s = validation(model, val_items, model.config.pad_token_id, config.batch_size)
-    epoch_tokens = sum(len(t.input_ids) for t in train_items)
-    _figures(report, result, clock, bare, epoch_tokens, val_s, bare_val)
+    bare_val, val_s = bare.validation(setup.val_items)
+    epoch_tokens = sum(len(t.input_ids) for t in setup.train_items)
+    memory = "peak RSS, " + ("train_lora alone" if sequential else "both models resident")
+    _figures(report, result, clock, bare.timed, epoch_tokens, val_s, bare_val, memory)
     report.info["load_at_end"] = os.getloadavg()
     if out is not None:
         out.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
@@ -244,6 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m eval.perf_train", description=(__doc__ or "").split("\n")[0]
     )
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps of each loop")
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="train_lora first, alone (its own peak memory), then the bare loop",
+    )
     parser.add_argument("--out", type=Path, help="also write the figures as JSON to this file")
     parser.add_argument("--data", type=Path, default=DATA, help="JSONL training data")
     parser.add_argument(
@@ -255,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 2:
         parser.error("--steps must be at least 2 (the last step is followed by a validation)")
-    report = run(args.steps, args.out, args.model_cache, args.data)
+    report = run(args.steps, args.sequential, args.out, args.model_cache, args.data)
     print(report.table())
     info = report.info
     print(

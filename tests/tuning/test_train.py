@@ -9,7 +9,6 @@ import pytest
 from pydantic import ValidationError
 
 from tuning.data import Example
-from tuning.models import resolve_model_dir
 from tuning.train import TrainCancelled, TrainError, TrainProgress, train_lora
 from tuning.train_config import TrainConfig
 from tuning.train_state import Checkpoint, RunState, load_checkpoint, save_checkpoint
@@ -92,9 +91,9 @@ def test_cuda_asked_for_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The packaged SmolLM2 converted once for the session (about 20 s)."""
-    return resolve_model_dir("SmolLM2-135M-Instruct", tmp_path_factory.mktemp("models"))[0]
+def model_dir(packaged_model_dir: Path) -> Path:
+    """The packaged SmolLM2, converted once for the whole test session (tests/conftest.py)."""
+    return packaged_model_dir
 
 
 @pytest.fixture(scope="session")
