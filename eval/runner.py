@@ -200,8 +200,12 @@ def run_comparison(
     """
     started, chosen = time.perf_counter(), tuple(m for m in ALL_ARMS if m in arms)
     check_arms(chosen, adapter_ref)
-    if any(m.retrieves for m in chosen) and pipeline.retriever is None:
-        raise ComparisonError("the rag arms need an index, and this pipeline has none")
+    if any(m.retrieves for m in chosen):
+        if pipeline.retriever is None:
+            raise ComparisonError("the rag arms need an index, and this pipeline has none")
+        if not pipeline.retriever.index.info().get("chunks"):
+            # Else every RAG arm would run without context and report recall 0 as a result.
+            raise ComparisonError("the index is empty: ingest documents before comparing rag arms")
     tuned = adapter_ref and any(m.tuned for m in chosen)
     adapter = pipeline.resolve(adapter_ref) if adapter_ref and tuned else None
     run = _Run(chosen, adapter, adapter_ref, params, top_k or pipeline.default_top_k,

@@ -18,6 +18,7 @@ from eval.runner import (
     run_comparison,
 )
 from eval.tone_baseline import ToneSetup
+from retrieval.read import list_documents
 from serve.pipeline import Mode, Pipeline
 from serve.services import Services
 from tests.eval.compare_fixtures import CASES, TOPICS, fast_services, small_tone
@@ -187,3 +188,15 @@ def test_settings_record_what_the_numbers_depend_on(services: Services, tone: To
     assert s["bootstrap"]["resamples"] > 100 and s["bootstrap"]["seed"] == 0
     assert len(s["cases"]["sha256"]) == 64 and s["cases"]["count"] == len(CASES)
     assert s["adapter"]["weights_sha256"] and s["ragtune_version"]
+
+
+def test_rag_arms_refuse_an_empty_index(services: Services) -> None:
+    """Without this, every RAG arm would answer without context and report recall 0."""
+    with services.index.read() as view:
+        ids = [row["id"] for row in list_documents(view, 1000, 0)]
+    assert ids and services.indexer().delete(ids).documents.removed == len(ids)
+    with pytest.raises(ComparisonError, match="index is empty"):
+        run(services.pipeline(), arms=[Mode.BASE, Mode.RAG], adapter=None)
+    # Arms that do not retrieve still run on an empty index.
+    data = run(services.pipeline(), arms=[Mode.BASE], adapter=None).to_dict()
+    assert data["arms"] == ["base"]
