@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 def fsync_dir(directory: Path) -> None:
+    """Flush a folder's entries (renames) to disk; on a file it flushes the file's data."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

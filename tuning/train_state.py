@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ingest.atomic import fsync_dir
+
 if TYPE_CHECKING:
     import torch
 
@@ -52,24 +54,16 @@ class Checkpoint:
     rng: Tensors  # "cpu" (and "cuda") generator states
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def replace_dir(tmp: Path, target: Path) -> None:
     """Put the finished folder tmp at target (a sibling), replacing what was there."""
     for child in tmp.iterdir():
-        _fsync(child)
+        fsync_dir(child)
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         target.replace(old)
     tmp.replace(target)
-    _fsync(target.parent)
+    fsync_dir(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
