@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH_INDEX ?=
 STAMP := $(VENV)/.ragtune-setup
 
-.PHONY: setup run tune test test-fast check lint format bench bench-serve bench-train clean
+.PHONY: setup run tune test test-fast check lint format bench bench-serve bench-train reliability clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,12 @@ check: setup
 format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# Every test of issue 6's eleven reliability promises, then a table: cases tried and passed per
+# promise, worst latency and memory seen (also written to .ragtune/reliability.json).
+reliability: setup
+	@mkdir -p .ragtune
+	$(PY) -m pytest -m promise -q --reliability-table .ragtune/reliability.json
 
 bench: setup
 	$(PY) -m eval.perf ingest

@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "data" / "corpus"
 EVAL_CASES = ROOT / "data" / "eval" / "cases.jsonl"
 
+# Issue 6's promise marker, the `figures` fixture and `--reliability-table` (make reliability).
+pytest_plugins = ["tests.reliability_table"]
+
 
 @pytest.fixture
 def hash_embedder() -> HashEmbedder:

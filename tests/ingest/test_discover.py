@@ -156,6 +156,7 @@ def test_a_file_given_directly_is_named_by_its_name(tmp_path: Path) -> None:
     assert found == [SourceFile(path.resolve(), "single.md", path.parent.resolve())]
 
 
+@pytest.mark.promise(8)
 def test_symlink_outside_the_root_is_refused(tmp_path: Path) -> None:
     outside = tree(tmp_path / "outside", "secret.md") / "secret.md"
     root = tree(tmp_path / "root", "inside.md")
@@ -168,6 +169,7 @@ def test_symlink_outside_the_root_is_refused(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.promise(8)
 def test_symlinked_folder_is_not_followed(tmp_path: Path) -> None:
     outside = tree(tmp_path / "outside", "x.md")
     root = tree(tmp_path / "root", "inside.md")

@@ -18,6 +18,7 @@ def write(directory: Path, name: str, data: bytes) -> Path:
     return path
 
 
+@pytest.mark.promise(5)
 @pytest.mark.slow
 def test_slow_pdf_hits_the_timeout_and_the_next_file_parses(tmp_path: Path) -> None:
     slow = write(tmp_path, "slow.pdf", pdfs.many_pages_pdf(1500))  # about 1 s of pypdf work
@@ -38,6 +39,7 @@ def test_slow_pdf_hits_the_timeout_and_the_next_file_parses(tmp_path: Path) -> N
         assert [s.page for s in patient.load(slow, "slow.pdf").pages][-1] == 1500
 
 
+@pytest.mark.promise(5)
 @pytest.mark.slow
 def test_decompression_bomb_hits_the_memory_limit(tmp_path: Path) -> None:
     bomb = write(tmp_path, "bomb.pdf", pdfs.bomb_pdf(200))  # 200 KB inflating to 200 MiB

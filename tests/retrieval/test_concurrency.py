@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
+
 from ingest.config import ChunkingConfig, IngestConfig
 from retrieval.config import IndexConfig
 from retrieval.embedder import HashEmbedder
@@ -15,6 +17,7 @@ from retrieval.retriever import Retriever
 from tests.retrieval.helpers import assert_consistent, paragraph, write_files
 
 
+@pytest.mark.promise(3)
 def test_readers_during_continuous_ingest(tmp_path: Path) -> None:
     embedder = HashEmbedder(64)
     index = Index(tmp_path / "index", embedder_model_id=embedder.model_id, dim=64,

@@ -88,6 +88,7 @@ def files_hashes(corpus: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.promise(1)
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["rows_written", "vectors_written", "before_commit", "committed"])
 def test_kill_at_named_points_leaves_before_or_after(tmp_path: Path, point: str) -> None:
@@ -113,6 +114,7 @@ def test_kill_at_named_points_leaves_before_or_after(tmp_path: Path, point: str)
     assert rerun.wait(60) == 0 and int(rerun.stdout.read().split()[-1]) == version  # idempotent
 
 
+@pytest.mark.promise(1)
 @pytest.mark.slow
 def test_random_kills_during_ingest_never_corrupt(tmp_path: Path) -> None:
     rng = random.Random(1234)

@@ -66,6 +66,7 @@ def test_uploading_the_same_file_again_changes_nothing(server: Server) -> None:
     assert changed["changed"] == 1
 
 
+@pytest.mark.promise(8)
 @pytest.mark.parametrize(
     ("name", "code"),
     [
@@ -225,6 +226,7 @@ def test_jobs_list_and_unknown_jobs(server: Server) -> None:
     assert res.status_code == 404
 
 
+@pytest.mark.promise(11)
 def test_a_failed_job_says_why_without_server_paths(make_server: ServerFactory) -> None:
     server = make_server()
 

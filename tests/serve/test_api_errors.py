@@ -33,6 +33,7 @@ def post(server: Server, body: Any) -> Any:
     return server.client.post("/v1/chat/completions", json=body)
 
 
+@pytest.mark.promise(6)
 def test_malformed_json(server: Server) -> None:
     res = server.client.post(
         "/v1/chat/completions", content=b'{"model": "rag", "messages": [',
@@ -73,6 +74,7 @@ def test_missing_messages_and_model(server: Server) -> None:
     )
 
 
+@pytest.mark.promise(6)
 @pytest.mark.parametrize(
     ("extra", "param", "words"),
     [
@@ -113,6 +115,7 @@ def test_unknown_models_and_adapters(
     assert_error(server, post(server, {**OK, "model": model}), status, code, *words)
 
 
+@pytest.mark.promise(6)
 @pytest.mark.parametrize(
     ("raw", "words"),
     [
@@ -180,6 +183,7 @@ class BrokenGenerator(EchoGenerator):
         raise RuntimeError("boom in /opt/secret/model.py")
 
 
+@pytest.mark.promise(11)
 def test_an_internal_error_says_nothing_about_the_server(make_server: ServerFactory) -> None:
     server = make_server(generator=BrokenGenerator())
     res = post(server, OK)

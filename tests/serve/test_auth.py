@@ -17,6 +17,8 @@ from tests.serve.conftest import KEYS, Server, ServerFactory, bearer
 ROLES = ("reader", "editor", "admin")
 CHAT = {"model": "rag", "messages": [{"role": "user", "content": "Zephyrine festival?"}]}
 
+pytestmark = pytest.mark.promise(7)
+
 
 @pytest.fixture
 def secured(make_server: ServerFactory) -> Server:
@@ -182,6 +184,7 @@ def test_editors_see_only_ingest_jobs(secured: Server) -> None:
     assert job.id in {j["id"] for j in listed}
 
 
+@pytest.mark.promise(7, 11)
 def test_keys_never_appear_in_responses_logs_or_files(
     secured: Server, caplog: pytest.LogCaptureFixture
 ) -> None:

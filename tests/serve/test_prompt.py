@@ -23,6 +23,7 @@ def count(messages: list) -> int:
     return EchoGenerator().count_tokens(messages)
 
 
+@pytest.mark.promise(10)
 def test_sources_are_numbered_in_rank_order_inside_the_user_turn() -> None:
     hits = [hit(1, "alpha facts", page=4), hit(2, "bravo facts")]
     messages, used = build_messages(
@@ -62,6 +63,7 @@ def test_history_is_kept_and_a_question_that_cannot_fit_is_refused() -> None:
         build_messages(words(50, "q"), [], system="s", count_tokens=count, budget=10)
 
 
+@pytest.mark.promise(10)
 @pytest.mark.parametrize(
     "attack",
     [

@@ -168,6 +168,7 @@ def test_delete_refuses_an_aliased_version(registry: AdapterRegistry) -> None:
         registry.delete("nobody")
 
 
+@pytest.mark.promise(8)
 @pytest.mark.parametrize("name", ["../x", "a/b", "A B", "", "x" * 64, ".hidden", "-x", "a\\b"])
 def test_bad_names_are_refused_everywhere(registry: AdapterRegistry, name: str) -> None:
     staged = write_adapter(registry.root.parent / "elsewhere")
@@ -191,6 +192,7 @@ def dead_pid() -> int:
     return proc.pid
 
 
+@pytest.mark.promise(1)
 def test_leftovers_of_a_killed_save_are_not_listed_and_are_cleaned(
     registry: AdapterRegistry,
 ) -> None:
@@ -224,6 +226,7 @@ def test_clean_staging_leaves_a_live_process_alone(registry: AdapterRegistry) ->
     assert [a.version for a in registry.versions("brand")] == [1]
 
 
+@pytest.mark.promise(9)
 def test_check_adapter_files_refuses_pickles_before_reading_anything(tmp_path: Path) -> None:
     folder = write_adapter(tmp_path / "a")
     for name in ("adapter_model.bin", "training_args.pt", "optimizer.PTH"):
@@ -257,6 +260,7 @@ def test_check_adapter_files_needs_safetensors_and_a_lora_config(
     assert registry.versions("brand") == []
 
 
+@pytest.mark.promise(9)
 def test_verify_adapter(registry: AdapterRegistry) -> None:
     adapter = publish(registry)
     verify_adapter(adapter, "echo")  # passes
@@ -270,6 +274,7 @@ def test_verify_adapter(registry: AdapterRegistry) -> None:
         verify_adapter(adapter, "echo")
 
 
+@pytest.mark.promise(9)
 def test_verify_adapter_refuses_a_pickle_added_after_publishing(registry: AdapterRegistry) -> None:
     adapter = publish(registry)
     (adapter.path / "adapter_model.bin").write_bytes(b"pickle")
@@ -285,6 +290,7 @@ def published_with(registry: AdapterRegistry, config: dict[str, Any]) -> Adapter
     return registry.publish("brand", staged, {"base_model_id": "echo"})
 
 
+@pytest.mark.promise(9)
 @pytest.mark.parametrize(
     "config",
     [
@@ -303,6 +309,7 @@ def test_lora_config_refuses_what_replaces_base_modules(
         lora_config(published_with(registry, config))
 
 
+@pytest.mark.promise(9)
 def test_lora_config_keeps_lora_fields_and_ignores_the_rest(registry: AdapterRegistry) -> None:
     from tuning.lora import lora_config
 
@@ -316,3 +323,64 @@ def test_lora_config_keeps_lora_fields_and_ignores_the_rest(registry: AdapterReg
     assert (config.r, config.lora_alpha, config.lora_dropout) == (4, 8, 0.1)
     assert set(config.target_modules) == {"q_proj", "v_proj"}
     assert config.inference_mode is True and config.modules_to_save is None
+
+
+# -- hostile weights: a pickle's payload never runs ----------------------------------------------
+
+
+class _Payload:
+    """Unpickling this creates `path`: the file's existence proves a payload ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (self.path, "w"))
+
+
+def _pickle_bytes(sentinel: Path) -> bytes:
+    import pickle
+
+    return pickle.dumps(_Payload(sentinel))
+
+
+@pytest.mark.promise(9)
+def test_a_real_pickle_payload_is_refused_without_running(
+    registry: AdapterRegistry, tmp_path: Path
+) -> None:
+    """A payload beside safetensors weights, and one posing as the safetensors file itself:
+    both refused with a clear error, and neither payload ever runs."""
+    from tuning.lora import attach
+
+    sentinel = tmp_path / "payload-ran"
+    beside = write_adapter(registry.staging_dir("brand"))
+    (beside / "adapter_model.bin").write_bytes(_pickle_bytes(sentinel))
+    with pytest.raises(UnsafeAdapterError, match="pickled"):
+        registry.publish("brand", beside, {"base_model_id": "echo"})
+    assert registry.versions("brand") == []
+
+    adapter = publish(registry)
+    (adapter.path / WEIGHTS).write_bytes(_pickle_bytes(sentinel))  # swapped in after publishing
+    with pytest.raises(UnsafeAdapterError, match="checksum"):
+        verify_adapter(adapter, "echo")
+    # Even past the checksum, the safetensors reader parses a header, never a pickle.
+    with pytest.raises(Exception, match=r"(?i)header|safetensor|deserializ"):
+        attach(object(), "a", adapter)
+    assert not sentinel.exists()
+
+
+@pytest.mark.promise(9)
+def test_an_adapter_config_cannot_redirect_the_model_or_enable_remote_code(
+    registry: AdapterRegistry,
+) -> None:
+    from tuning.lora import lora_config
+
+    adapter = published_with(registry, {
+        "base_model_name_or_path": "/etc", "revision": "evil",
+        "trust_remote_code": True, "auto_mapping": {"base_model_class": "evil.Model"},
+        "library_version": "0.0.0",
+    })  # fmt: skip
+    config = lora_config(adapter)
+    assert config.base_model_name_or_path is None and config.revision is None
+    assert config.auto_mapping is None
+    assert not getattr(config, "trust_remote_code", False)
