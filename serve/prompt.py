@@ -18,8 +18,11 @@ SYSTEM_RAG = (
     "user's message, and cite them by number, like [1]. If the sources do not hold the answer, "
     "say that you do not know."
 )
-# <|im_start|>, <|endoftext|>, <s>, </s>, [INST], <<SYS>>: what chat templates use as structure.
-_CONTROL = re.compile(r"<\|[^<>|\n]{0,40}\|>|</?s>|\[/?INST\]|<</?SYS>>", re.IGNORECASE)
+# <|im_start|>, <|endoftext|>, <s>, </s>, [INST], <<SYS>>: what chat templates use as structure;
+# <sources> and </sources>: the block's own delimiters, so a document cannot close it early.
+_CONTROL = re.compile(
+    r"<\|[^<>|\n]{0,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|<\s*/?\s*sources\s*>", re.IGNORECASE
+)
 
 
 _LOOK_ALIKES = str.maketrans("<>[]", "‹›⟦⟧")
