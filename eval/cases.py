@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingest.jsonl import (
+    FileProblemError,
+    LineError,
+    LineProblem,
+    check_fraction,
+    check_usable,
+    json_line,
+    parse_lines,
+    quote,
+    read_bytes,
+)
+
 log = logging.getLogger(__name__)
-SHOWN_PROBLEMS = 3  # problems quoted in a one-line error message
 
 
 @dataclass(frozen=True)
@@ -28,15 +37,6 @@ class EvalCase:
 
 
 @dataclass(frozen=True)
-class LineProblem:
-    line: int  # 1-based line number in the file
-    reason: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}"
-
-
-@dataclass(frozen=True)
 class CaseSet:
     cases: tuple[EvalCase, ...]
     problems: tuple[LineProblem, ...]
@@ -47,26 +47,18 @@ class CaseSet:
         return tuple(c for c in self.cases if tag in c.tags)
 
 
-class CaseError(ValueError):
+class CaseError(FileProblemError):
     """An evaluation file that cannot be used; `problems` lists its bad lines."""
-
-    def __init__(self, message: str, problems: Sequence[LineProblem] = ()) -> None:
-        super().__init__(message)
-        self.problems = tuple(problems)
-
-
-class _LineError(ValueError):
-    """One line's first problem (internal)."""
 
 
 def _text(obj: dict[str, Any], field: str) -> str:
     value = obj.get(field)
     if value is None:
-        raise _LineError(f"'{field}' is missing")
+        raise LineError(f"'{field}' is missing")
     if not isinstance(value, str):
-        raise _LineError(f"'{field}' is {type(value).__name__}, not a string")
+        raise LineError(f"'{field}' is {type(value).__name__}, not a string")
     if not value.strip():
-        raise _LineError(f"'{field}' is empty")
+        raise LineError(f"'{field}' is empty")
     return value.strip()
 
 
@@ -74,24 +66,21 @@ def _strings(obj: dict[str, Any], field: str, *, required: bool) -> tuple[str, .
     value = obj.get(field)
     if value is None:
         if required:
-            raise _LineError(f"'{field}' is missing (use [] when no document holds the answer)")
+            raise LineError(f"'{field}' is missing (use [] when no document holds the answer)")
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise _LineError(f"'{field}' is not a list of non-empty strings")
+        raise LineError(f"'{field}' is not a list of non-empty strings")
     return tuple(v.strip() for v in value)
 
 
 def parse_case(text: str) -> EvalCase:
     """One JSONL line to an EvalCase; raises ValueError with the reason."""
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _LineError(f"bad JSON: {exc.msg} at column {exc.colno}") from None
+    obj = json_line(text)
     if not isinstance(obj, dict):
-        raise _LineError(f"not a JSON object but {type(obj).__name__}")
+        raise LineError(f"not a JSON object but {type(obj).__name__}")
     paraphrase_of = obj.get("paraphrase_of")
     if paraphrase_of is not None and not (isinstance(paraphrase_of, str) and paraphrase_of):
-        raise _LineError("'paraphrase_of' is not a case id (a non-empty string)")
+        raise LineError("'paraphrase_of' is not a case id (a non-empty string)")
     return EvalCase(
         id=_text(obj, "id"),
         question=_text(obj, "question"),
@@ -108,24 +97,13 @@ def _question_key(question: str) -> str:
 
 
 def _parse_lines(data: bytes) -> tuple[list[tuple[int, EvalCase]], list[LineProblem], int]:
-    """((line, case) pairs, problems, non-blank line count); blank lines are skipped."""
+    """((line, case) pairs, problems, non-blank line count); a repeated id or question is a
+    problem."""
+    cases, problems, lines = parse_lines(data, parse_case)
     parsed: list[tuple[int, EvalCase]] = []
-    problems: list[LineProblem] = []
     ids: dict[str, int] = {}
     questions: dict[str, int] = {}
-    lines = 0
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        lines += 1
-        try:
-            case = parse_case(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            problems.append(LineProblem(number, "not valid UTF-8"))
-            continue
-        except _LineError as bad:
-            problems.append(LineProblem(number, str(bad)))
-            continue
+    for number, case in cases:
         key = _question_key(case.question)
         if case.id in ids:
             problems.append(LineProblem(number, f"duplicate id {case.id!r} (line {ids[case.id]})"))
@@ -153,34 +131,17 @@ def _check_paraphrases(
     return cases, problems
 
 
-def _quote(problems: Sequence[LineProblem]) -> str:
-    shown = "; ".join(str(p) for p in problems[:SHOWN_PROBLEMS])
-    more = len(problems) - SHOWN_PROBLEMS
-    return shown + (f"; and {more} more" if more > 0 else "")
-
-
 def load_cases(path: Path, *, max_bad_fraction: float = 0.5) -> CaseSet:
     """Read and validate a JSONL evaluation file; raise CaseError when it cannot be used."""
-    if not 0.0 <= max_bad_fraction <= 1.0:
-        raise ValueError(f"max_bad_fraction must be within [0, 1], not {max_bad_fraction}")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CaseError(f"{path}: no such evaluation file") from None
-    except IsADirectoryError:
-        raise CaseError(f"{path}: is a directory, not a JSONL file") from None
+    check_fraction(max_bad_fraction)
+    data = read_bytes(path, "evaluation", CaseError)
     parsed, problems, lines = _parse_lines(data)
     cases, unknown = _check_paraphrases(parsed)
     problems = sorted([*problems, *unknown], key=lambda p: p.line)
-    if lines == 0:
-        raise CaseError(f"{path}: the evaluation file is empty")
-    if len(problems) > max_bad_fraction * lines or not cases:
-        raise CaseError(
-            f"{path}: mostly broken, {len(problems)} of {lines} lines are bad "
-            f"(more than {max_bad_fraction:.0%}): {_quote(problems)}",
-            problems,
-        )
+    check_usable(path, "evaluation", problems, lines, max_bad_fraction, CaseError)
+    if not cases:
+        raise CaseError(f"{path}: no valid case: {quote(problems)}", problems)
     if problems:
-        log.warning("%s: skipping %d bad line(s): %s", path, len(problems), _quote(problems))
+        log.warning("%s: skipping %d bad line(s): %s", path, len(problems), quote(problems))
     digest = hashlib.sha256(data).hexdigest()
     return CaseSet(tuple(cases), tuple(problems), digest, path)

@@ -11,9 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingest.jsonl import (
+    FileProblemError,
+    LineError,
+    LineProblem,
+    check_fraction,
+    check_usable,
+    json_line,
+    parse_lines,
+    quote,
+    read_bytes,
+)
+
 log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant")
-SHOWN_PROBLEMS = 3  # problems quoted in a one-line error message
 
 
 @dataclass(frozen=True)
@@ -31,15 +42,6 @@ class Example:
 
 
 @dataclass(frozen=True)
-class LineProblem:
-    line: int  # 1-based line number in the file
-    reason: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}"
-
-
-@dataclass(frozen=True)
 class TrainingData:
     examples: tuple[Example, ...]
     problems: tuple[LineProblem, ...]
@@ -47,142 +49,100 @@ class TrainingData:
     path: Path
 
 
-class DataError(ValueError):
+class DataError(FileProblemError):
     """A training file that cannot be trained on; `problems` lists its bad lines."""
-
-    def __init__(self, message: str, problems: Sequence[LineProblem] = ()) -> None:
-        super().__init__(message)
-        self.problems = tuple(problems)
-
-
-class _LineError(ValueError):
-    """One line's first problem (internal)."""
 
 
 def _messages_of(obj: Any) -> list[Any]:
     if not isinstance(obj, dict):
-        raise _LineError(f"not a JSON object but {type(obj).__name__}")
+        raise LineError(f"not a JSON object but {type(obj).__name__}")
     if "messages" in obj:
         if not isinstance(obj["messages"], list) or not obj["messages"]:
-            raise _LineError("'messages' is not a non-empty list")
+            raise LineError("'messages' is not a non-empty list")
         return list(obj["messages"])
     if "prompt" in obj or "response" in obj:
         for field in ("prompt", "response"):
             if field not in obj:
-                raise _LineError(f"'{field}' is missing (a prompt/response line needs both)")
+                raise LineError(f"'{field}' is missing (a prompt/response line needs both)")
         return [
             {"role": "user", "content": obj["prompt"]},
             {"role": "assistant", "content": obj["response"]},
         ]
-    raise _LineError("neither 'messages' nor 'prompt'/'response'")
+    raise LineError("neither 'messages' nor 'prompt'/'response'")
 
 
 def _message(position: int, raw: Any) -> dict[str, str]:
     where = f"message {position}"
     if not isinstance(raw, dict):
-        raise _LineError(f"{where} is not an object")
+        raise LineError(f"{where} is not an object")
     role, content = raw.get("role"), raw.get("content")
     if role is None:
-        raise _LineError(f"{where} has no role")
+        raise LineError(f"{where} has no role")
     if role not in ROLES:
-        raise _LineError(f"{where} has unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        raise LineError(f"{where} has unknown role {role!r} (expected one of {', '.join(ROLES)})")
     if content is None:
-        raise _LineError(f"{where} ({role}) has no content")
+        raise LineError(f"{where} ({role}) has no content")
     if not isinstance(content, str):
-        raise _LineError(f"{where} ({role}) content is {type(content).__name__}, not a string")
+        raise LineError(f"{where} ({role}) content is {type(content).__name__}, not a string")
     if not content.strip():
-        raise _LineError(f"{where} ({role}) has empty text")
+        raise LineError(f"{where} ({role}) has empty text")
     return {"role": role, "content": content}
 
 
 def _check_order(roles: Sequence[str]) -> None:
     turns = roles[1:] if roles[0] == "system" else roles
     if not turns:
-        raise _LineError("only a system message: no user/assistant turns")
+        raise LineError("only a system message: no user/assistant turns")
     for i, role in enumerate(turns):
         expected = "user" if i % 2 == 0 else "assistant"
         if role != expected:
             offset = len(roles) - len(turns)
-            raise _LineError(
+            raise LineError(
                 f"wrong role order: message {i + offset + 1} is {role}, expected {expected} "
                 "(optional system first, then user/assistant alternating)"
             )
     if turns[-1] != "assistant":
-        raise _LineError("wrong role order: the last message must be the assistant's")
+        raise LineError("wrong role order: the last message must be the assistant's")
 
 
 def parse_line(text: str) -> Example:
     """One JSONL line to an Example; raises ValueError with the reason."""
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _LineError(f"bad JSON: {exc.msg} at column {exc.colno}") from None
+    obj = json_line(text)
     messages = tuple(_message(i + 1, m) for i, m in enumerate(_messages_of(obj)))
     _check_order([m["role"] for m in messages])
     return Example(messages)
 
 
 def _parse_lines(data: bytes) -> tuple[list[Example], list[LineProblem], int]:
-    """(examples, problems, non-blank line count); blank lines are skipped."""
+    """(examples, problems, non-blank line count); a repeated example is a problem."""
+    parsed, problems, lines = parse_lines(data, parse_line)
     examples: list[Example] = []
-    problems: list[LineProblem] = []
     first_seen: dict[str, int] = {}
-    lines = 0
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        lines += 1
-        try:
-            example = parse_line(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            problems.append(LineProblem(number, "not valid UTF-8"))
-            continue
-        except _LineError as bad:
-            problems.append(LineProblem(number, str(bad)))
-            continue
+    for number, example in parsed:
         key = example.key()
         if key in first_seen:
             problems.append(LineProblem(number, f"duplicate of line {first_seen[key]}"))
             continue
         first_seen[key] = number
         examples.append(example)
-    return examples, problems, lines
-
-
-def _quote(problems: Sequence[LineProblem]) -> str:
-    shown = "; ".join(str(p) for p in problems[:SHOWN_PROBLEMS])
-    more = len(problems) - SHOWN_PROBLEMS
-    return shown + (f"; and {more} more" if more > 0 else "")
+    return examples, sorted(problems, key=lambda p: p.line), lines
 
 
 def load_examples(path: Path, *, max_bad_fraction: float = 0.5) -> TrainingData:
     """Read and validate a JSONL training file; raise DataError when it cannot be trained on."""
-    if not 0.0 <= max_bad_fraction <= 1.0:
-        raise ValueError(f"max_bad_fraction must be within [0, 1], not {max_bad_fraction}")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such training file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not a JSONL file") from None
+    check_fraction(max_bad_fraction)
+    data = read_bytes(path, "training", DataError)
     examples, problems, lines = _parse_lines(data)
-    if lines == 0:
-        raise DataError(f"{path}: the training file is empty")
-    if len(problems) > max_bad_fraction * lines:
-        raise DataError(
-            f"{path}: mostly broken, {len(problems)} of {lines} lines are bad "
-            f"(more than {max_bad_fraction:.0%}): {_quote(problems)}",
-            problems,
-        )
+    check_usable(path, "training", problems, lines, max_bad_fraction, DataError)
     if len(examples) < 2:
         raise DataError(
             f"{path}: {len(examples)} valid example(s); training needs at least 2 "
             "(one to train on, one to validate)"
-            + (f"; bad lines: {_quote(problems)}" if problems else ""),
+            + (f"; bad lines: {quote(problems)}" if problems else ""),
             problems,
         )
     if problems:
-        log.warning("%s: skipping %d bad line(s): %s", path, len(problems), _quote(problems))
+        log.warning("%s: skipping %d bad line(s): %s", path, len(problems), quote(problems))
     digest = hashlib.sha256(data).hexdigest()
     return TrainingData(tuple(examples), tuple(problems), digest, path)
 
