@@ -83,15 +83,23 @@ def _link_failure(path: Path) -> Failure:
     return Failure(str(path), "symlink_outside_root", "links outside the folder")
 
 
-def discover(paths: list[Path], config: IngestConfig) -> tuple[list[SourceFile], list[Failure]]:
+def discover(
+    paths: list[Path], config: IngestConfig, *, within: Path | None = None
+) -> tuple[list[SourceFile], list[Failure]]:
     """Files under `paths` (folders recurse, symlinked folders are not followed).
 
     A document id is the path relative to the folder given (a file given directly: its name).
+    With `within`, a path given that resolves outside that folder (a symlink planted on the way)
+    is refused as `symlink_outside_root`, and nothing under it is read.
     """
     found: list[SourceFile] = []
     failures: list[Failure] = []
+    fence = within.resolve() if within is not None else None
     for given in paths:
         root = given.resolve()
+        if fence is not None and not root.is_relative_to(fence):
+            failures.append(_link_failure(given))
+            continue
         if not root.exists():
             failures.append(Failure(str(given), "not_found", "no such file or folder"))
             continue

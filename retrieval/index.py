@@ -10,8 +10,10 @@ transaction as the chunk rows, so one search never mixes two versions.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -19,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from retrieval import store, vectors
 from retrieval.config import IndexConfig
@@ -39,6 +41,27 @@ class EmbedderMismatchError(IndexStoreError):
 
 class IndexBusyError(IndexStoreError):
     """Another writer holds the index for longer than the configured wait."""
+
+
+def _refuse_link(path: Path) -> None:
+    """The index's folder and files are never symlinks: one planted there would send reads
+    and writes outside the data directory."""
+    if path.is_symlink():
+        raise IndexStoreError(
+            f"{path.name} in the index is a symbolic link: refusing to follow it "
+            "(remove the link; the index keeps its files in its own folder)"
+        )
+
+
+def _open_lock(path: Path) -> IO[str]:
+    """The lock file, never through a symlink (which could create a file anywhere)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            _refuse_link(path)
+        raise
+    return os.fdopen(fd, "a")
 
 
 @dataclass(frozen=True)
@@ -65,6 +88,7 @@ class Index:
         self.config = config or IndexConfig()
         self.embedder_model_id = embedder_model_id
         self.dim = dim
+        _refuse_link(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.db_path = directory / DB_NAME
         self._local = threading.local()
@@ -134,6 +158,8 @@ class Index:
         """This thread's connection (SQLite connections must not be shared mid-transaction)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
+            for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
+                _refuse_link(self.directory / name)  # SQLite would follow it, and write there
             conn = self._local.conn = store.connect(self.db_path)
         return conn
 
@@ -141,7 +167,7 @@ class Index:
     def write_lock(self, timeout_s: float | None = None) -> Iterator[None]:
         """Exclusive across threads and processes; waits `timeout_s`, then IndexBusyError."""
         wait = self.config.lock_timeout_s if timeout_s is None else timeout_s
-        with (self.directory / "write.lock").open("a") as fh:
+        with _open_lock(self.directory / "write.lock") as fh:
             deadline = time.monotonic() + wait
             while True:
                 try:

@@ -112,14 +112,16 @@ class Indexer:
         sync: bool = False,
         reembed: bool = False,
         id_prefix: str = "",
+        within: Path | None = None,
     ) -> IngestReport:
         """Bring the index in line with the files under `paths`; see the module docstring.
 
-        `id_prefix` puts the documents in a namespace (the server's uploads: `uploads/`).
+        `id_prefix` puts the documents in a namespace (the server's uploads: `uploads/`);
+        `within` refuses paths that resolve outside that folder (see `discover`).
         """
         started = time.monotonic()
         report = IngestReport()
-        sources, failures = discover(list(paths), self.config)
+        sources, failures = discover(list(paths), self.config, within=within)
         sources = [replace(s, doc_id=id_prefix + s.doc_id) for s in sources]
         report.failures.extend(failures)
         with (
@@ -138,7 +140,8 @@ class Indexer:
             if sync:
                 # A folder that shows no files at all (an unmounted drive, a typo in a glob) is
                 # reported and left alone rather than emptied from the index.
-                empty = {f.path for f in failures if f.code == "no_files"}
+                # A folder refused as a whole (a symlink leading out) is left alone too.
+                empty = {f.path for f in failures if f.code in ("no_files", "symlink_outside_root")}
                 roots = [p.resolve() for p in paths if p.is_dir() and str(p) not in empty]
                 for doc_id, old in run.stored.items():
                     if doc_id not in run.seen and any(

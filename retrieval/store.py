@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
+import resource
 import sqlite3
 from pathlib import Path
 
 import numpy as np
 
 SCHEMA_VERSION = 1
+SQLITE_FULL = 13  # "database or disk is full": what SQLite reports for ENOSPC
+SQLITE_IOERR = 10  # the primary code of every SQLITE_IOERR_* (a write or an fsync failed)
+DB_FILE_GLOB = "*.sqlite3*"  # the database, its WAL and its shared-memory index
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS manifest (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -96,3 +103,38 @@ def write_manifest(conn: sqlite3.Connection, values: dict[str, object]) -> None:
         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         [(k, json.dumps(v)) for k, v in values.items()],
     )
+
+
+def storage_error(exc: BaseException, directory: Path) -> OSError | None:
+    """The OSError a failed SQLite write stands for when the disk is out of room, else None.
+
+    SQLite reports ENOSPC as SQLITE_FULL, but a write refused otherwise (a file size limit:
+    EFBIG, or an fsync that finds the space gone) only as SQLITE_IOERR_*: then the folder's
+    free space and the process's file size limit tell which it was. Callers then see one kind
+    of full disk, whichever file it struck first.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(exc, sqlite3.Error) or code is None:
+        return None
+    if code == SQLITE_FULL:
+        return OSError(errno.ENOSPC, "No space left on device (the index database is full)")
+    if code & 0xFF != SQLITE_IOERR:
+        return None
+    if _at_size_limit(directory):
+        return OSError(errno.EFBIG, "File too large (the index database reached the size limit)")
+    with contextlib.suppress(OSError):
+        if os.statvfs(directory).f_bavail == 0:
+            return OSError(errno.ENOSPC, "No space left on device (writing the index database)")
+    return None
+
+
+def _at_size_limit(directory: Path) -> bool:
+    """Has a database file reached this process's RLIMIT_FSIZE (writes past it fail, EFBIG)?"""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit == resource.RLIM_INFINITY:
+        return False
+    for path in directory.glob(DB_FILE_GLOB):
+        with contextlib.suppress(OSError):
+            if path.stat().st_size >= limit:
+                return True
+    return False

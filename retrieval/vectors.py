@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,13 @@ def write_vectors(index: Any, path: Path) -> str:
 
 
 def load_vectors(path: Path, sha256: str) -> Any:
-    """Read a vector file, refusing it when its bytes do not match `sha256`."""
-    data = path.read_bytes()
+    """Read a vector file, refusing it when its bytes do not match `sha256`.
+
+    Never through a symlink (OSError ELOOP): the index rebuilds the file instead.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read()
     if hashlib.sha256(data).hexdigest() != sha256:
         raise IndexCorruptError(f"{path.name} does not match the checksum in the manifest")
     return faiss_module().deserialize_index(np.frombuffer(data, dtype=np.uint8))

@@ -171,10 +171,18 @@ class IndexWriter:
             )
             self._fault("before_commit")
             conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            if written is not None:
-                written.unlink(missing_ok=True)
+        except BaseException as exc:
+            # SQLite has already rolled back after some errors (a full disk, an I/O error):
+            # a second ROLLBACK would raise and hide the real error and the file to remove.
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            finally:
+                if written is not None:
+                    written.unlink(missing_ok=True)
+            full = store.storage_error(exc, self.index.directory)
+            if full is not None:
+                raise full from exc
             raise
         self._fault("committed")
         self.index.publish(Snapshot(version, new_vectors))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,10 +48,20 @@ def job_error(exc: Exception) -> tuple[str, str]:
 
 
 class BodyLimit:
-    """Refuse bodies over the limit, by Content-Length at once or by counting as they arrive."""
+    """Refuse bodies over the limit (413), by Content-Length at once or by counting as they
+    arrive, and bodies that arrive too slowly (408): the whole body is due `timeout_s` after
+    the headers, plus 1/`min_rate` seconds for each byte received (0: no allowance)."""
 
-    def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        json_limit: int,
+        upload_limit: int,
+        timeout_s: float = 30.0,
+        min_rate: int = 0,
+    ) -> None:
         self.app, self.json_limit, self.upload_limit = app, json_limit, upload_limit
+        self.timeout_s, self.min_rate = timeout_s, min_rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,32 +73,52 @@ class BodyLimit:
         limit = self.upload_limit if upload else self.json_limit
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await self._refuse(send, limit)
+            await _answer(send, 413, "body_too_large", f"the body exceeds {limit} bytes")
             return
-        seen = 0
+        started = time.monotonic()
+        seen, complete, answered = 0, False, False
 
         async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                # An HTTPException: FastAPI turns anything else raised while it reads the body
-                # into "400 There was an error parsing the body".
-                raise HTTPException(413, f"the body exceeds {limit} bytes")
-            return message
+            nonlocal seen, complete, answered
+            if complete:  # after the body: http.disconnect, whenever it comes
+                return await receive()
+            allowance = seen / self.min_rate if self.min_rate else 0.0
+            left = started + self.timeout_s + allowance - time.monotonic()
+            with anyio.move_on_after(max(left, 0.0)):
+                message = await receive()
+                complete = message["type"] != "http.request" or not message.get("more_body")
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    # An HTTPException: FastAPI turns anything else raised while it reads the
+                    # body into "400 There was an error parsing the body".
+                    raise HTTPException(413, f"the body exceeds {limit} bytes")
+                return message
+            # Answer here, with the right code, and close the connection (the rest of the body
+            # may never come); the app unwinds through the exception and its answer is dropped.
+            answered = True
+            reason = f"the request body did not arrive within {self.timeout_s:g} s"
+            await _answer(send, 408, "request_timeout", reason, close=True)
+            raise HTTPException(408, reason)
 
-        await self.app(scope, counted, send)
+        async def guarded(message: Message) -> None:
+            if not answered:
+                await send(message)
 
-    async def _refuse(self, send: Send, limit: int) -> None:
-        import json
+        try:
+            await self.app(scope, counted, guarded)
+        except HTTPException:
+            if not answered:
+                raise
 
-        payload = json.dumps(
-            errors.body("body_too_large", f"the body exceeds {limit} bytes")
-        ).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})  # fmt: skip
-        await send({"type": "http.response.body", "body": payload})
+
+async def _answer(send: Send, status: int, code: str, message: str, close: bool = False) -> None:
+    payload = json.dumps(errors.body(code, message)).encode()
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(payload)).encode())]  # fmt: skip
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -108,8 +141,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             pipeline=built.pipeline(),
             gate=gate,
             metrics=Metrics(lambda: gate.waiting, lambda: gate.active),
-            audit=AuditLog(settings.audit_path) if settings.server.audit else None,
-            jobs=JobManager(settings.jobs_dir, job_error),
+            audit=AuditLog(settings.audit_path, within=settings.data_dir)
+            if settings.server.audit
+            else None,
+            jobs=JobManager(settings.jobs_dir, job_error, within=settings.data_dir),
         )
         try:
             yield
@@ -131,6 +166,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         BodyLimit,
         json_limit=settings.server.max_body_bytes,
         upload_limit=upload_limit,
+        timeout_s=settings.server.body_timeout_s,
+        min_rate=settings.server.body_min_bytes_per_s,
     )
     return app
 

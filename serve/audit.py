@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ingest.atomic import check_within
+
 
 class AuditLog:
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, within: Path | None = None) -> None:
+        self.path, self.within = path, within or path.parent
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -21,7 +23,10 @@ class AuditLog:
         line = json.dumps({"time": datetime.now(UTC).isoformat(), **record}, ensure_ascii=True)
         data = (line + "\n").encode("ascii")
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            # Never through a link planted as the audit folder, nor as the file (O_NOFOLLOW).
+            check_within(self.path, self.within)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+            fd = os.open(self.path, flags, 0o600)
             try:
                 os.write(fd, data)  # one write of one line: O_APPEND keeps lines whole
                 os.fsync(fd)

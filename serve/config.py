@@ -48,7 +48,43 @@ class ServerConfig(BaseModel):
     queue_timeout_s: float = Field(
         120.0, gt=0, description="A request waiting longer than this gets 503."
     )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request body must arrive within this many seconds of its headers "
+        "(plus body_min_bytes_per_s' allowance); a client that stalls or trickles gets 408 "
+        "and its connection is closed.",
+    )
+    body_min_bytes_per_s: int = Field(
+        64 * 1024,
+        ge=0,
+        description="Each byte received extends the body deadline by 1/this seconds, so a "
+        "large upload on a slow link is not cut off; 0: body_timeout_s is the whole budget.",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A connection must deliver a request's line and headers within this many "
+        "seconds of opening or of its previous response, or it is closed (uvicorn's h11 "
+        "parser has no such limit of its own).",
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        description="Open connections, and requests in progress, at once (uvicorn's "
+        "limit_concurrency); a request past it gets 503 with Retry-After at once, before its "
+        "body is read. Larger than generation_slots + max_queue, so the queue's 429 comes first.",
+    )
     audit: bool = Field(True, description="Append one record per answered chat request.")
+
+    @model_validator(mode="after")
+    def _room_for_the_queue(self) -> ServerConfig:
+        # Below it, the connection limit's 503 would answer before the queue could fill.
+        if self.max_connections <= self.generation_slots + self.max_queue:
+            raise ValueError(
+                "server.max_connections must be larger than generation_slots + max_queue"
+            )
+        return self
 
 
 class ChatConfig(BaseModel):

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ingest.atomic import atomic_write_text
+from ingest.atomic import atomic_write_text, check_within
 
 log = logging.getLogger(__name__)
 State = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
@@ -78,9 +78,15 @@ JobFn = Callable[[JobContext], dict[str, Any]]
 
 
 class JobManager:
-    def __init__(self, root: Path, error_map: Callable[[Exception], tuple[str, str]]) -> None:
-        self.root = root
+    def __init__(
+        self,
+        root: Path,
+        error_map: Callable[[Exception], tuple[str, str]],
+        within: Path | None = None,
+    ) -> None:
+        self.root, self.within = root, within or root.parent
         root.mkdir(parents=True, exist_ok=True)
+        check_within(root / "job.json", self.within)  # a link planted as the folder: refuse
         self._error_map = error_map  # exception -> (code, client-safe message)
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
@@ -102,7 +108,8 @@ class JobManager:
             self._jobs[job.id] = job
 
     def save(self, job: Job) -> None:
-        atomic_write_text(self.root / f"{job.id}.json", json.dumps(job.to_dict(), default=str))
+        atomic_write_text(self.root / f"{job.id}.json", json.dumps(job.to_dict(), default=str),
+                          within=self.within)  # fmt: skip
 
     def submit(self, kind: str, fn: JobFn, *, params: dict[str, Any], owner: str) -> Job:
         job = Job(uuid.uuid4().hex, kind, owner, params)

@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ingest.atomic import atomic_write_bytes
-from serve.api.deps import Admin, Ctx, Reader
-from serve.api.schema import CleanStr
+from serve.api.deps import AS_ADMIN, AS_READER, WITH_BODY, Admin, Ctx, Reader
+from serve.api.schema import CleanStr, check_tree
 from serve.app import AppContext
-from serve.errors import ApiError
+from serve.errors import ApiError, documented
 from serve.jobs import JobCancelled, JobContext
 from tuning.adapters import DEFAULT_ALIAS, AdapterRegistry, check_alias, check_name
 from tuning.data import DataError
@@ -24,7 +24,11 @@ from tuning.train_config import TrainConfig
 router = APIRouter(prefix="/v1", tags=["admin"])
 
 
-@router.get("/admin/audit", summary="The newest audit records, newest first")
+@router.get(
+    "/admin/audit",
+    summary="The newest audit records, newest first",
+    responses=documented(*AS_ADMIN, 400),
+)
 async def audit(
     ctx: Ctx,
     who: Admin,
@@ -40,13 +44,21 @@ def adapter_rows(registry: AdapterRegistry, name: str | None = None) -> list[dic
     return [a.to_dict(aliases) for a, aliases in rows if name is None or a.name == name]
 
 
-@router.get("/adapters", summary="Every adapter version, with aliases and metrics")
+@router.get(
+    "/adapters",
+    summary="Every adapter version, with aliases and metrics",
+    responses=documented(*AS_READER),
+)
 async def adapters(ctx: Ctx, who: Reader) -> dict[str, Any]:
     rows = await run_in_threadpool(adapter_rows, ctx.services.registry)
     return {"object": "list", "data": rows}
 
 
-@router.get("/adapters/{name}", summary="One adapter's versions, with their manifests")
+@router.get(
+    "/adapters/{name}",
+    summary="One adapter's versions, with their manifests",
+    responses=documented(*AS_READER, 400, 404),
+)
 async def adapter(ctx: Ctx, who: Reader, name: str) -> dict[str, Any]:
     registry = ctx.services.registry
     check_name(name)
@@ -60,17 +72,21 @@ async def adapter(ctx: Ctx, who: Reader, name: str) -> dict[str, Any]:
 
 
 class PromoteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     version: CleanStr = Field(max_length=64, description="A version (3, v3) or an alias.")
     alias: CleanStr = Field(DEFAULT_ALIAS, max_length=32)
 
 
 class RollbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     alias: CleanStr = Field(DEFAULT_ALIAS, max_length=32)
 
 
-@router.post("/adapters/{name}/promote", summary="Point an alias at a version")
+@router.post(
+    "/adapters/{name}/promote",
+    summary="Point an alias at a version",
+    responses=documented(*AS_ADMIN, *WITH_BODY, 404, 409, 507),
+)
 async def promote(ctx: Ctx, who: Admin, name: str, body: PromoteRequest) -> dict[str, Any]:
     registry = ctx.services.registry
     done = await run_in_threadpool(
@@ -79,13 +95,21 @@ async def promote(ctx: Ctx, who: Admin, name: str, body: PromoteRequest) -> dict
     return {"object": "adapter.alias", "alias": body.alias, **done.to_dict([body.alias])}
 
 
-@router.post("/adapters/{name}/rollback", summary="Point an alias back at its previous version")
+@router.post(
+    "/adapters/{name}/rollback",
+    summary="Point an alias back at its previous version",
+    responses=documented(*AS_ADMIN, *WITH_BODY, 404, 409, 507),
+)
 async def rollback(ctx: Ctx, who: Admin, name: str, body: RollbackRequest) -> dict[str, Any]:
     done = await run_in_threadpool(ctx.services.registry.rollback, check_name(name), body.alias)
     return {"object": "adapter.alias", "alias": body.alias, **done.to_dict([body.alias])}
 
 
-@router.delete("/adapters/{name}", summary="Delete an adapter (or one version of it)")
+@router.delete(
+    "/adapters/{name}",
+    summary="Delete an adapter (or one version of it)",
+    responses=documented(*AS_ADMIN, 400, 404, 507),
+)
 async def delete_adapter(
     ctx: Ctx, who: Admin, name: str, version: Annotated[int | None, Query(ge=1, le=10**9)] = None
 ) -> dict[str, Any]:
@@ -98,6 +122,7 @@ def _train_config(ctx: AppContext, raw: str | None) -> TrainConfig:
         overrides = json.loads(raw) if raw else {}
         if not isinstance(overrides, dict):
             raise ValueError("config must be a JSON object of training settings")
+        check_tree(overrides, max_depth=2)
         return TrainConfig.model_validate({**ctx.settings.training.model_dump(), **overrides})
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -107,7 +132,12 @@ def _train_config(ctx: AppContext, raw: str | None) -> TrainConfig:
         raise ApiError(400, "invalid_request", f"config: {exc}") from None
 
 
-@router.post("/adapters/{name}/train", status_code=202, summary="Train a new version (a job)")
+@router.post(
+    "/adapters/{name}/train",
+    status_code=202,
+    summary="Train a new version (a job)",
+    responses=documented(*AS_ADMIN, *WITH_BODY, 507),
+)
 async def train(
     ctx: Ctx,
     who: Admin,
@@ -130,7 +160,7 @@ async def train(
     def run(context: JobContext) -> dict[str, Any]:
         uploads.mkdir(parents=True, exist_ok=True)
         path = uploads / f"{context.job.id}.jsonl"
-        atomic_write_bytes(path, blob)
+        atomic_write_bytes(path, blob, within=ctx.settings.data_dir)
 
         def progress(p: TrainProgress) -> None:
             context.report(step=p.step, total_steps=p.total_steps, epoch=round(p.epoch, 3),

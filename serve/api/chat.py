@@ -7,7 +7,6 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,11 +17,11 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from retrieval.read import Filters
-from serve.api.deps import Ctx, Reader
-from serve.api.schema import ChatCompletionRequest
+from serve.api.deps import AS_READER, WITH_BODY, Ctx, Reader
+from serve.api.schema import ChatCompletionRequest, public_roots, public_source
 from serve.app import AppContext
 from serve.auth import Principal
-from serve.errors import ApiError, body, to_api_error
+from serve.errors import ApiError, body, documented, to_api_error
 from serve.pipeline import Answer, Prepared, Route
 from tuning.generator import GenerationParams, StreamStats
 
@@ -59,15 +58,6 @@ def retrieval_args(request: ChatCompletionRequest, ctx: AppContext) -> dict[str,
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     cuts = [text.find(s) for s in stops if s in text]
     return (text[: min(cuts)], True) if cuts else (text, False)
-
-
-def public_source(source: str, roots: list[Path]) -> str:
-    """A source path relative to the corpus (or data) folder; elsewhere just its file name."""
-    path = Path(source)
-    for root in roots:
-        if path.is_relative_to(root):
-            return path.relative_to(root).as_posix()
-    return path.name
 
 
 class Call:
@@ -120,7 +110,7 @@ class Call:
 
     def sources(self, prepared: Prepared) -> list[dict[str, Any]]:
         """The cited hits, numbered as in the prompt; `source` without the server's folders."""
-        roots = [r for r in (self.ctx.settings.corpus_dir, self.ctx.settings.data_dir) if r]
+        roots = public_roots(self.ctx.settings)
         out = []
         for number, hit in enumerate(prepared.hits, 1):
             row = {"number": number, **hit.to_dict()}
@@ -156,7 +146,28 @@ class Call:
         return f"data: {json.dumps(self.envelope(prepared, [choice]))}\n\n"
 
 
-@router.post("/v1/chat/completions", summary="Chat (OpenAI-compatible)")
+# One server-sent event (OpenAPI 3.2 `itemSchema`, as FastAPI writes it for its own SSE routes).
+SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"enum": ["sources", "message"], "description": "`sources` for the first "
+                  "event; the others are unnamed (`message`)."},
+        "data": {"type": "string", "description": "A chat.completion.chunk as JSON (the "
+                 "first carries `sources`), an error body, or the final `[DONE]`."},
+    },
+}  # fmt: skip
+ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The completion; with `stream: true`, server-sent events: the sources, "
+        "text deltas, a finish chunk, usage if asked, then `data: [DONE]`",
+        "content": {"text/event-stream": {"itemSchema": SSE_EVENT}},
+    },
+    **documented(*AS_READER, *WITH_BODY, 404, 409, 422, 429, 502, 503, 507),
+}
+
+
+@router.post("/v1/chat/completions", summary="Chat (OpenAI-compatible)", responses=ANSWERS)
 async def chat_completions(request: ChatCompletionRequest, ctx: Ctx, who: Reader) -> Any:
     call = Call(ctx, who, request)
     slot = ctx.gate.slot()

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from eval.cases import CaseError, CaseSet
@@ -25,10 +25,10 @@ from eval.session import (
     tone_setup,
 )
 from eval.tone_baseline import DEFAULT_QUESTIONS
-from serve.api.deps import Admin, Ctx
-from serve.api.schema import CleanStr
+from serve.api.deps import AS_ADMIN, WITH_BODY, Admin, Ctx
+from serve.api.schema import CleanStr, check_tree
 from serve.app import AppContext
-from serve.errors import ApiError
+from serve.errors import ApiError, documented
 from serve.jobs import Job, JobCancelled, JobContext, JobNotFoundError
 from serve.pipeline import Mode
 
@@ -39,7 +39,13 @@ Arm = Literal["base", "rag", "tuned", "rag+tuned"]
 
 
 class CompareBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [
+            {"use_shipped": True, "modes": ["base", "rag"], "limit": 2, "tone_questions": 0},
+        ]},
+    )  # fmt: skip
     cases: list[dict[str, Any]] | None = Field(
         None,
         max_length=MAX_CASES,
@@ -53,10 +59,17 @@ class CompareBody(BaseModel):
     modes: list[Arm] | None = Field(
         None, min_length=1, description="Default: all four with an adapter, else base and rag."
     )
-    limit: int | None = Field(None, ge=1, description="Only the first N cases.")
+    limit: int | None = Field(None, ge=1, le=MAX_CASES, description="Only the first N cases.")
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, description="Tokens per answer, every arm.")
     top_k: int | None = Field(None, ge=1)
     tone_questions: int = Field(DEFAULT_QUESTIONS, ge=0, le=1000)
+
+    @field_validator("cases")
+    @classmethod
+    def _clean_cases(cls, cases: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for number, case in enumerate(cases or ()):
+            check_tree(case, f"cases[{number}]")
+        return cases
 
     @model_validator(mode="after")
     def _one_source(self) -> CompareBody:
@@ -107,7 +120,12 @@ def _links(job_id: str) -> dict[str, str]:
     return {kind: f"/v1/compare/{job_id}/report.{kind}" for kind in ("json", "html")}
 
 
-@router.post("/compare", status_code=202, summary="Compare the arms on cases (a job)")
+@router.post(
+    "/compare",
+    status_code=202,
+    summary="Compare the arms on cases (a job)",
+    responses=documented(*AS_ADMIN, *WITH_BODY, 404, 409, 422, 503, 507),
+)
 async def compare(ctx: Ctx, who: Admin, body: CompareBody) -> dict[str, Any]:
     arms = _check(ctx, body)
     cases = await run_in_threadpool(_cases, body)
@@ -161,14 +179,29 @@ def _report_file(ctx: AppContext, job_id: str, name: str) -> Path:
     return path
 
 
-@router.get("/compare/{job_id}/report.html", summary="A comparison's HTML report")
+def _report(media_type: str) -> dict[int | str, dict[str, Any]]:
+    ok = {"description": "The report file", "content": {media_type: {"schema": {}}}}
+    return {200: ok, **documented(*AS_ADMIN, 404, 409)}
+
+
+@router.get(
+    "/compare/{job_id}/report.html",
+    summary="A comparison's HTML report",
+    response_class=FileResponse,
+    responses=_report("text/html"),
+)
 async def report_html(ctx: Ctx, who: Admin, job_id: str) -> FileResponse:
     path = _report_file(ctx, job_id, HTML_NAME)
     headers = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"}
     return FileResponse(path, media_type="text/html; charset=utf-8", headers=headers)
 
 
-@router.get("/compare/{job_id}/report.json", summary="A comparison's JSON report")
+@router.get(
+    "/compare/{job_id}/report.json",
+    summary="A comparison's JSON report",
+    response_class=FileResponse,
+    responses=_report("application/json"),
+)
 async def report_json(ctx: Ctx, who: Admin, job_id: str) -> FileResponse:
     path = _report_file(ctx, job_id, JSON_NAME)
     return FileResponse(path, media_type="application/json")

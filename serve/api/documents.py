@@ -13,15 +13,15 @@ from fastapi import APIRouter, File, Query, UploadFile
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
-from ingest.atomic import atomic_write_bytes
+from ingest.atomic import atomic_write_bytes, check_within
 from ingest.loaders import SUPPORTED_SUFFIXES
 from retrieval.indexer import Progress
 from retrieval.read import get_document, list_documents
-from serve.api.deps import Ctx, Editor
-from serve.api.schema import clean_text
+from serve.api.deps import AS_EDITOR, WITH_BODY, Ctx, Editor
+from serve.api.schema import clean_text, public_roots, public_source
 from serve.app import AppContext
 from serve.auth import Principal
-from serve.errors import ApiError
+from serve.errors import ApiError, documented, public_message
 from serve.jobs import Job, JobContext, JobNotFoundError
 
 router = APIRouter(prefix="/v1", tags=["documents"])
@@ -44,6 +44,15 @@ def upload_name(raw: str | None) -> str:
     return name
 
 
+def public_report(report: dict[str, Any], roots: list[Path]) -> dict[str, Any]:
+    """An ingest report as clients know the files (corpus-relative, `uploads/x.pdf`), never by
+    a server folder: editors read every ingest job. Reasons name at most a file."""
+    for failure in report.get("failures", []):
+        failure["path"] = public_source(failure["path"], roots)
+        failure["reason"] = public_message(failure["reason"])
+    return report
+
+
 def progress_of(context: JobContext) -> Progress:
     counts = {"files_done": 0, "files_total": 0, "chunks_embedded": 0}
 
@@ -62,7 +71,12 @@ def job_view(job: Job) -> dict[str, Any]:
     return {"object": "job", **job.to_dict()}
 
 
-@router.post("/documents", status_code=202, summary="Upload files and index them (a job)")
+@router.post(
+    "/documents",
+    status_code=202,
+    summary="Upload files and index them (a job)",
+    responses=documented(*AS_EDITOR, *WITH_BODY, 415, 507),
+)
 async def upload(
     ctx: Ctx, who: Editor, files: Annotated[list[UploadFile], File(description="The files")]
 ) -> dict[str, Any]:
@@ -84,20 +98,27 @@ async def upload(
     def run(context: JobContext) -> dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True)
         for path, data in zip(paths, blobs, strict=True):
-            atomic_write_bytes(path, data)
+            atomic_write_bytes(path, data, within=ctx.settings.data_dir)
         indexer = ctx.services.indexer(progress_of(context))
-        return indexer.ingest(paths, id_prefix=UPLOAD_PREFIX).to_dict()
+        within = ctx.settings.data_dir  # never through a link planted as uploads/
+        report = indexer.ingest(paths, id_prefix=UPLOAD_PREFIX, within=within).to_dict()
+        return public_report(report, public_roots(ctx.settings))
 
     job = ctx.jobs.submit("ingest", run, params={"files": names}, owner=who.key_id)
     return job_view(job)
 
 
 class ReindexRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     reembed: bool = False
 
 
-@router.post("/documents/reindex", status_code=202, summary="Re-index corpus and uploads (a job)")
+@router.post(
+    "/documents/reindex",
+    status_code=202,
+    summary="Re-index corpus and uploads (a job)",
+    responses=documented(*AS_EDITOR, *WITH_BODY, 507),
+)
 async def reindex(ctx: Ctx, who: Editor, body: ReindexRequest | None = None) -> dict[str, Any]:
     reembed = body.reembed if body else False
     corpus, uploads = ctx.settings.corpus_dir, ctx.settings.uploads_dir
@@ -105,11 +126,15 @@ async def reindex(ctx: Ctx, who: Editor, body: ReindexRequest | None = None) -> 
     def run(context: JobContext) -> dict[str, Any]:
         indexer = ctx.services.indexer(progress_of(context))
         out: dict[str, Any] = {}
+        roots = public_roots(ctx.settings)
         if corpus is not None:
-            out["corpus"] = indexer.ingest([corpus], sync=True, reembed=reembed).to_dict()
-        if uploads.is_dir() and any(uploads.iterdir()):
-            report = indexer.ingest([uploads], sync=True, reembed=reembed, id_prefix=UPLOAD_PREFIX)
-            out["uploads"] = report.to_dict()
+            report = indexer.ingest([corpus], sync=True, reembed=reembed).to_dict()
+            out["corpus"] = public_report(report, roots)
+        # A link planted as uploads/ is refused (and reported), never listed or read.
+        if uploads.is_symlink() or (uploads.is_dir() and any(uploads.iterdir())):
+            synced = indexer.ingest([uploads], sync=True, reembed=reembed, id_prefix=UPLOAD_PREFIX,
+                                    within=ctx.settings.data_dir)  # fmt: skip
+            out["uploads"] = public_report(synced.to_dict(), roots)
         return out
 
     job = ctx.jobs.submit("ingest", run, params={"reembed": reembed}, owner=who.key_id)
@@ -119,10 +144,17 @@ async def reindex(ctx: Ctx, who: Editor, body: ReindexRequest | None = None) -> 
 def _list(ctx: AppContext, limit: int, offset: int, prefix: str) -> dict[str, Any]:
     with ctx.services.index.read() as view:
         rows = list_documents(view, limit, offset, prefix)
+        roots = public_roots(ctx.settings)
+        for row in rows:  # the file as the corpus (or uploads) knows it, not the server's path
+            row["source"] = public_source(row["source"], roots)
         return {"object": "list", "index_version": view.version, "data": rows}
 
 
-@router.get("/documents", summary="List indexed documents")
+@router.get(
+    "/documents",
+    summary="List indexed documents",
+    responses=documented(*AS_EDITOR, 400, 503),
+)
 async def documents(
     ctx: Ctx,
     who: Editor,
@@ -145,10 +177,15 @@ def _get(ctx: AppContext, doc_id: str) -> dict[str, Any]:
         found = get_document(view, doc_id)
         if found is None:
             raise ApiError(404, "document_not_found", "no document with that id")
+        found["source"] = public_source(found["source"], public_roots(ctx.settings))
         return {"object": "document", "index_version": view.version, **found}
 
 
-@router.get("/documents/{doc_id:path}", summary="One document, with its chunks")
+@router.get(
+    "/documents/{doc_id:path}",
+    summary="One document, with its chunks",
+    responses=documented(*AS_EDITOR, 400, 404, 503),
+)
 async def document(ctx: Ctx, who: Editor, doc_id: str) -> dict[str, Any]:
     return await run_in_threadpool(_get, ctx, clean_query(doc_id))
 
@@ -158,13 +195,17 @@ def _delete(ctx: AppContext, doc_id: str) -> dict[str, Any]:
     if report.documents.removed == 0:
         raise ApiError(404, "document_not_found", "no document with that id")
     if doc_id.startswith(UPLOAD_PREFIX):  # so a re-index does not bring it back
-        (ctx.settings.uploads_dir / upload_name(doc_id.removeprefix(UPLOAD_PREFIX))).unlink(
-            missing_ok=True
-        )
+        path = ctx.settings.uploads_dir / upload_name(doc_id.removeprefix(UPLOAD_PREFIX))
+        check_within(path, ctx.settings.data_dir)  # never through a planted uploads/ link
+        path.unlink(missing_ok=True)
     return report.to_dict()
 
 
-@router.delete("/documents/{doc_id:path}", summary="Remove a document from the index")
+@router.delete(
+    "/documents/{doc_id:path}",
+    summary="Remove a document from the index",
+    responses=documented(*AS_EDITOR, 400, 404, 409, 503, 507),
+)
 async def delete_document(ctx: Ctx, who: Editor, doc_id: str) -> dict[str, Any]:
     return await run_in_threadpool(_delete, ctx, clean_query(doc_id))
 
@@ -183,20 +224,34 @@ def find_job(ctx: AppContext, who: Principal, job_id: str) -> Job:
     return job
 
 
-@router.get("/jobs", summary="Background jobs, newest first")
+@router.get(
+    "/jobs",
+    summary="Background jobs, newest first",
+    responses=documented(*AS_EDITOR, 400),
+)
 async def jobs(
-    ctx: Ctx, who: Editor, kind: Annotated[str | None, Query(max_length=32)] = None
+    ctx: Ctx,
+    who: Editor,
+    kind: Annotated[str | None, Query(max_length=32, pattern=r"^[a-z][a-z_-]*$")] = None,
 ) -> dict[str, Any]:
     rows = [job_view(j) for j in ctx.jobs.list(kind) if visible(j, who)]
     return {"object": "list", "data": rows}
 
 
-@router.get("/jobs/{job_id}", summary="One job: state, progress, result")
+@router.get(
+    "/jobs/{job_id}",
+    summary="One job: state, progress, result",
+    responses=documented(*AS_EDITOR, 404),
+)
 async def job(ctx: Ctx, who: Editor, job_id: str) -> dict[str, Any]:
     return job_view(find_job(ctx, who, job_id))
 
 
-@router.post("/jobs/{job_id}/cancel", summary="Ask a job to stop")
+@router.post(
+    "/jobs/{job_id}/cancel",
+    summary="Ask a job to stop",
+    responses=documented(*AS_EDITOR, 404, 507),
+)
 async def cancel_job(ctx: Ctx, who: Editor, job_id: str) -> dict[str, Any]:
     find_job(ctx, who, job_id)
     return job_view(ctx.jobs.cancel(job_id))

@@ -8,8 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from serve.api.deps import Ctx, Reader
+from serve.api.deps import AS_READER, PUBLIC, Ctx, Reader
 from serve.app import AppContext
+from serve.errors import documented
 from serve.pipeline import Mode
 from tuning.adapters import DEFAULT_ALIAS
 
@@ -27,7 +28,11 @@ def _adapter_count(ctx: AppContext) -> int:
     return sum(1 for name in registry.names() if registry.versions(name))
 
 
-@router.get("/health", summary="Liveness, index version and size, loaded model and adapters")
+@router.get(
+    "/health",
+    summary="Liveness, index version and size, loaded model and adapters",
+    responses=documented(*PUBLIC, 503),
+)
 async def health(ctx: Ctx) -> dict[str, Any]:
     index = await run_in_threadpool(_index_summary, ctx)
     generator = ctx.services.generator
@@ -46,7 +51,14 @@ async def health(ctx: Ctx) -> dict[str, Any]:
     }
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+PROMETHEUS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Prometheus text format",
+          "content": {"text/plain": {"schema": {"type": "string"}}}},
+    **documented(*AS_READER),
+}  # fmt: skip
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response, responses=PROMETHEUS)
 async def metrics(ctx: Ctx, who: Reader) -> Response:
     return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -78,7 +90,11 @@ def model_ids(ctx: AppContext) -> list[dict[str, Any]]:
     return rows
 
 
-@router.get("/v1/models", summary="Every model name this server answers to")
+@router.get(
+    "/v1/models",
+    summary="Every model name this server answers to",
+    responses=documented(*AS_READER),
+)
 async def models(ctx: Ctx, who: Reader) -> dict[str, Any]:
     rows = await run_in_threadpool(model_ids, ctx)
     now = int(time.time())

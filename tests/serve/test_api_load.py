@@ -22,6 +22,8 @@ from tests.serve.conftest import GatedGenerator, Server, ServerFactory
 from tuning.adapters import AdapterRegistry
 from tuning.generator import GenerationParams
 
+pytestmark = pytest.mark.promise(4)
+
 BODY = {"model": "base", "messages": [{"role": "user", "content": "hello there"}]}
 
 
