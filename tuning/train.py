@@ -14,7 +14,7 @@ from typing import Any
 from tuning.data import Example
 from tuning.train_config import TrainConfig
 from tuning.train_run import LoraRun, TrainError
-from tuning.train_state import replace_dir
+from tuning.train_state import replace_dir, storage_errors
 
 __all__ = ["TrainCancelled", "TrainError", "TrainProgress", "TrainResult", "train_lora"]
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
@@ -142,7 +142,8 @@ def _export(run: LoraRun, out_dir: Path) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        run.model.save_pretrained(tmp, safe_serialization=True)
+        with storage_errors():
+            run.model.save_pretrained(tmp, safe_serialization=True)
         for extra in tmp.iterdir():  # peft also writes a README model card
             if extra.name not in ADAPTER_FILES:
                 shutil.rmtree(extra) if extra.is_dir() else extra.unlink()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +57,31 @@ class Checkpoint:
     rng: Tensors  # "cpu" (and "cuda") generator states
 
 
+# What safetensors (Rust: "... os error 28") and torch.save (RuntimeError) say when the disk is
+# full, over quota, or past the file size limit: they raise their own types, not OSError.
+_STORAGE_MESSAGES = (
+    (errno.ENOSPC, ("os error 28", "no space left")),
+    (errno.EFBIG, ("os error 27", "file too large")),
+    (errno.EDQUOT, ("os error 122", "quota exceeded")),
+)
+
+
+@contextlib.contextmanager
+def storage_errors() -> Iterator[None]:
+    """Re-raise a library's full-disk failure as the OSError it is, so callers (and the
+    server's 507) see a full disk rather than an unknown error."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as exc:
+        text = str(exc).lower()
+        for code, needles in _STORAGE_MESSAGES:
+            if any(needle in text for needle in needles):
+                raise OSError(code, os.strerror(code)) from exc
+        raise
+
+
 def replace_dir(tmp: Path, target: Path) -> None:
     """Put the finished folder tmp at target (a sibling), replacing what was there."""
     for child in tmp.iterdir():
@@ -76,15 +104,16 @@ def save_checkpoint(work_dir: Path, ckpt: Checkpoint) -> Path:
     work_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=work_dir))
     try:
-        save_file(ckpt.lora, tmp / "lora.safetensors")
-        save_file(ckpt.best, tmp / "best.safetensors")
-        save_file(ckpt.rng, tmp / "rng.safetensors")
-        # our own private work file, read back with weights_only=True: tensors and plain data
-        torch.save(ckpt.optimizer, tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps(asdict(ckpt.state)))
-        (tmp / DONE).write_text("")
-        target = work_dir / f"{PREFIX}{ckpt.state.step:08d}"
-        replace_dir(tmp, target)
+        with storage_errors():
+            save_file(ckpt.lora, tmp / "lora.safetensors")
+            save_file(ckpt.best, tmp / "best.safetensors")
+            save_file(ckpt.rng, tmp / "rng.safetensors")
+            # our own private work file, read back with weights_only=True: tensors and plain data
+            torch.save(ckpt.optimizer, tmp / "optimizer.pt")
+            (tmp / "state.json").write_text(json.dumps(asdict(ckpt.state)))
+            (tmp / DONE).write_text("")
+            target = work_dir / f"{PREFIX}{ckpt.state.step:08d}"
+            replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -80,6 +80,46 @@ def test_checkpoints_are_found_by_run_key_and_only_when_complete(tmp_path: Path)
     assert load_checkpoint(tmp_path, "k") is None
 
 
+FULL_DISK_CHILD = """
+import errno, json, resource, signal, sys
+from pathlib import Path
+import torch
+from tuning.train_state import Checkpoint, RunState, load_checkpoint, save_checkpoint
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+work = Path(sys.argv[1])
+def ckpt(step, n):
+    w = {"w": torch.ones((n,))}
+    return Checkpoint(RunState("k", step=step), w, w, {"state": {}, "param_groups": []},
+                      {"cpu": torch.get_rng_state()})
+save_checkpoint(work, ckpt(1, 4))
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.RLIM_INFINITY))
+try:
+    save_checkpoint(work, ckpt(2, 1 << 16))  # 256 KiB of weights: past the 64 KiB limit
+except OSError as exc:
+    kept = load_checkpoint(work, "k")
+    print(json.dumps({"errno": exc.errno, "kept": kept.state.step if kept else None,
+                      "left": sorted(p.name for p in work.iterdir())}))
+"""
+
+
+@pytest.mark.promise(2)
+def test_a_full_disk_during_a_checkpoint_is_an_oserror_and_keeps_the_last_one(
+    tmp_path: Path,
+) -> None:
+    """safetensors reports a full disk as its own error; it reaches callers (and the server's
+    507) as OSError, the previous checkpoint stays loadable and no temp folder is left."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD, str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"errno": 27, "kept": 1, "left": ["ckpt-00000001"]}, out.stderr
+
+
 def test_cuda_asked_for_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
     import torch
 
