@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -10,8 +11,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.types import Receive, Scope, Send
@@ -167,12 +168,42 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
 }
 
 
+QUEUE_POLL_S = 0.2  # how often a queued request checks that its client is still there
+CLIENT_GONE = 499  # nginx's "client closed request": logged, never seen by the client
+
+
+async def admitted(slot: Any, http: Request) -> bool:
+    """Wait for a generation slot; False, holding nothing, when the client hangs up first (a
+    queued request whose client left would otherwise run a whole generation for nobody)."""
+    entering = asyncio.ensure_future(slot.__aenter__())
+    try:
+        while not entering.done():
+            await asyncio.wait({entering}, timeout=QUEUE_POLL_S)
+            if not entering.done() and await http.is_disconnected():
+                entering.cancel()
+                await asyncio.wait({entering})
+    except BaseException:  # this request itself was cancelled while it waited
+        entering.cancel()
+        await asyncio.wait({entering})
+        if not entering.cancelled() and entering.exception() is None:
+            await slot.__aexit__(None, None, None)
+        raise
+    if entering.cancelled():
+        return False
+    entering.result()  # the gate's 429 or 503
+    return True
+
+
 @router.post("/v1/chat/completions", summary="Chat (OpenAI-compatible)", responses=ANSWERS)
-async def chat_completions(request: ChatCompletionRequest, ctx: Ctx, who: Reader) -> Any:
+async def chat_completions(
+    request: ChatCompletionRequest, ctx: Ctx, who: Reader, http: Request
+) -> Any:
     call = Call(ctx, who, request)
     slot = ctx.gate.slot()
     try:
-        await slot.__aenter__()
+        if not await admitted(slot, http):
+            ctx.metrics.rejected.labels(reason="disconnected").inc()
+            return Response(status_code=CLIENT_GONE)
     except ApiError:
         ctx.metrics.rejected.labels(reason="overloaded").inc()
         raise

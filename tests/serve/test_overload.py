@@ -337,6 +337,28 @@ def test_a_streaming_client_that_hangs_up_frees_its_slot(
     assert [(r["stream"], r["status"]) for r in audit] == [(False, "ok"), (True, "disconnected")]
 
 
+def test_a_queued_client_that_hangs_up_leaves_the_queue_and_costs_no_generation(
+    live: LiveFactory, figures: Figures
+) -> None:
+    server = live(generation_slots=1, max_queue=4)
+    with ThreadPoolExecutor(2) as pool:
+        (holder,) = fill(server, pool, queued=0)
+        payload = json.dumps(BODY).encode()
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(head(CHAT, len(payload)) + payload)
+        server.wait_queue(1, 1)
+        sock.close()
+        left_s = server.wait_queue(0, 1, timeout=10)
+        figures.latency_ms(left_s * 1000)
+        print(f"\nleft the queue {left_s * 1000:.0f} ms after the client hung up")
+        server.release()
+        assert holder.result(timeout=10).status_code == 200
+    audit = server.client.get("/v1/admin/audit").json()["data"]
+    assert len(audit) == 1  # only the holder was answered: nothing generated for nobody
+    metrics = server.client.get("/metrics").text
+    assert 'ragtune_rejected_total{reason="disconnected"} 1.0' in metrics
+
+
 # -- memory under a flood ------------------------------------------------------------------------
 
 
