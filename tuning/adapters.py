@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +41,7 @@ _ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _VERSION = re.compile(r"v?([0-9]{1,9})")
 _STAGING = ".staging-"
 _PID = re.compile(r"(?:staging|old)-([0-9]+)")
+FaultHook = Callable[[str], None]  # called at named points of a publish; tests kill there
 
 
 class AdapterError(ValueError):
@@ -124,22 +125,30 @@ class Adapter:
 class AdapterRegistry:
     """Adapters under one root folder; safe to share between threads and processes."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, fault_hook: FaultHook | None = None) -> None:
         self.root = root
+        self._fault: FaultHook = fault_hook or (lambda point: None)
 
     # -- reading -------------------------------------------------------------------------------
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if _NAME.fullmatch(p.name) and p.is_dir())
+        return sorted(
+            p.name for p in self.root.iterdir() if _NAME.fullmatch(p.name) and _real_dir(p)
+        )
 
     def versions(self, name: str) -> list[Adapter]:
         folder = self.root / check_name(name)
         found = []
-        for path in folder.glob("v*") if folder.is_dir() else ():
+        for path in folder.glob("v*") if _real_dir(folder) else ():
             match = _VERSION.fullmatch(path.name)
-            if match and path.name.startswith("v") and (path / MANIFEST).is_file():
+            if (
+                match
+                and path.name.startswith("v")
+                and _real_dir(path)
+                and (path / MANIFEST).is_file()
+            ):
                 found.append(self._load(name, int(match.group(1)), path))
         return sorted(found, key=lambda a: a.version)
 
@@ -158,7 +167,7 @@ class AdapterRegistry:
 
     def get(self, name: str, version: int) -> Adapter:
         path = self.root / check_name(name) / f"v{version}"
-        if not (path / MANIFEST).is_file():
+        if not (_real_dir(path.parent) and _real_dir(path) and (path / MANIFEST).is_file()):
             raise AdapterNotFoundError(f"adapter {name!r} has no version v{version}")
         return self._load(name, version, path)
 
@@ -194,8 +203,7 @@ class AdapterRegistry:
 
     @contextlib.contextmanager
     def _locked(self, name: str) -> Iterator[Path]:
-        folder = self.root / check_name(name)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = self._folder(name)
         with (folder / ".lock").open("a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
@@ -203,10 +211,17 @@ class AdapterRegistry:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def staging_dir(self, name: str) -> Path:
-        """An empty folder to save a new version into, on the registry's file system."""
+    def _folder(self, name: str) -> Path:
+        """`<root>/<name>/`, made if missing; never a symlink planted there (it leads outside)."""
         folder = self.root / check_name(name)
         folder.mkdir(parents=True, exist_ok=True)
+        if folder.is_symlink():
+            raise AdapterError(f"adapter folder {name!r} is a symbolic link: refusing to follow it")
+        return folder
+
+    def staging_dir(self, name: str) -> Path:
+        """An empty folder to save a new version into, on the registry's file system."""
+        folder = self._folder(name)
         return Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=folder))
 
     def publish(self, name: str, staged: Path, manifest: dict[str, Any]) -> Adapter:
@@ -228,14 +243,18 @@ class AdapterRegistry:
             }
             for item in staged.iterdir():
                 _fsync_file(item)
+            self._fault("files_synced")
             atomic_write_text(staged / MANIFEST, json.dumps(full, indent=2, sort_keys=True))
+            self._fault("manifest_written")
             staged.replace(folder / f"v{version}")
+            self._fault("renamed")
             fsync_dir(folder)
             state["last_version"] = version
             try:
                 self._write_aliases(name, state)
             except OSError as exc:  # published and complete already; numbering still holds
                 log.warning("%s@v%d: could not record the version counter: %s", name, version, exc)
+            self._fault("published")
         return self.get(name, version)
 
     def promote(self, ref: str, alias: str = DEFAULT_ALIAS) -> Adapter:
@@ -304,11 +323,21 @@ class AdapterRegistry:
                 if leftover.is_dir() and not _owner_alive(leftover.name):
                     shutil.rmtree(leftover, ignore_errors=True)
                     removed += 1
+            removed += self._clean_temp_files(name)
         return removed
+
+    def _clean_temp_files(self, name: str) -> int:
+        """Remove the temp file of an `aliases.json` write cut short by a kill. Every such write
+        holds the name's lock, so under it a temp file there is nobody's work in progress."""
+        with self._locked(name) as folder:
+            torn = [p for p in folder.glob(".tmp-*") if p.is_file()]
+            for path in torn:
+                path.unlink(missing_ok=True)
+        return len(torn)
 
     def _alias_state(self, name: str) -> dict[str, Any]:
         path = self.root / check_name(name) / "aliases.json"
-        if not path.is_file():
+        if not _real_dir(path.parent) or path.is_symlink() or not path.is_file():
             return {"aliases": {}, "history": {}, "last_version": 0}
         try:
             state: dict[str, Any] = json.loads(path.read_text("utf-8"))
@@ -319,6 +348,11 @@ class AdapterRegistry:
     def _write_aliases(self, name: str, state: dict[str, Any]) -> None:
         path = self.root / name / "aliases.json"
         atomic_write_text(path, json.dumps(state, indent=2, sort_keys=True))
+
+
+def _real_dir(path: Path) -> bool:
+    """A folder, not a symlink to one: a link planted in the registry would lead outside it."""
+    return path.is_dir() and not path.is_symlink()
 
 
 def _owner_alive(folder_name: str) -> bool:
@@ -346,6 +380,9 @@ def _fsync_file(path: Path) -> None:
 def check_adapter_files(folder: Path) -> None:
     """A folder is loadable only with safetensors weights, a LoRA config and nothing pickled."""
     label = f"{folder.parent.name}@{folder.name}"  # brand@v3
+    linked = sorted(p.name for p in folder.iterdir() if p.is_symlink())
+    if linked:
+        raise UnsafeAdapterError(f"refusing {label}: {', '.join(linked)} are symbolic links")
     pickled = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
     if pickled:
         raise UnsafeAdapterError(

@@ -362,7 +362,6 @@ def test_a_symlinked_uploads_folder_is_not_followed(watch: Watch) -> None:
 
 
 @pytest.mark.promise(8)
-@pytest.mark.xfail(strict=True, reason="needs the tuning/adapters.py change in the report")
 def test_a_symlinked_adapter_folder_is_not_followed(watch: Watch) -> None:
     root, outside = watch.root, watch.outside
     with app_server(root) as server:
