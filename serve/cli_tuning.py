@@ -86,6 +86,7 @@ def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
             work_dir=settings.training_dir / args.name,
             index_version=index_version,
             progress=bar,
+            rag_instructions=settings.chat.rag_instructions,
         )
     if args.promote:
         registry.promote(adapter.ref, args.promote)

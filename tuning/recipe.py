@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tuning.adapters import Adapter, AdapterRegistry, check_name
+from tuning.augment import for_serving
 from tuning.data import DataError, Example, TrainingData, load_examples, split_examples
 from tuning.models import resolve_model_dir, weights_sha256
 from tuning.train import TrainProgress, TrainResult, train_lora
@@ -100,11 +101,21 @@ def train_adapter(
     index_version: int | None = None,
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    rag_instructions: str = "",
 ) -> tuple[Adapter, TrainResult]:
-    """Train `name`'s next version from the JSONL files at `data_paths` and publish it."""
+    """Train `name`'s next version from the JSONL files at `data_paths` and publish it.
+
+    `rag_instructions`: what the server appends to the system prompt in its retrieval modes;
+    with-context examples train under it (and with distractor passages, see tuning.augment).
+    """
     check_name(name)  # before any work: a bad name must not cost a training run
     data = load_all(data_paths)
     train, val = split_examples(data.examples, config.val_fraction, config.seed)
+    # After the split, so an example and its variant always fall on the same side.
+    train = for_serving(train, distractors=config.distractors, rag_instructions=rag_instructions,
+                        seed=config.seed, pool=data.examples)  # fmt: skip
+    val = for_serving(val, distractors=config.distractors, rag_instructions=rag_instructions,
+                      seed=config.seed + 1, pool=data.examples)  # fmt: skip
     model_dir, base_model_id = resolve_model_dir(model, cache_dir)
     base = (base_model_id, weights_sha256(model_dir))
     registry.clean_staging()  # what a killed training left (its process is gone)
@@ -113,6 +124,7 @@ def train_adapter(
         result = train_lora(model_dir, train, val, config, staged, work_dir,
                             progress=progress, should_stop=should_stop)  # fmt: skip
         manifest = manifest_for(data, (len(train), len(val)), config, result, base, index_version)
+        manifest["rag_instructions"] = rag_instructions
         adapter = registry.publish(name, staged, manifest)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)

@@ -86,6 +86,14 @@ class TrainConfig(BaseModel):
         le=1_000_000,
         description="Save a resumable checkpoint this often (and at every validation).",
     )
+    distractors: int = Field(
+        3,
+        ge=0,
+        le=16,
+        description="With-context examples (a sources block in the user turn) also train in a "
+        "variant with 1 to this many other passages mixed in and citations renumbered, as "
+        "retrieval serves several passages; 0: off.",
+    )
     seed: int = Field(
         0, ge=0, le=2**32 - 1, description="Seeds LoRA init, dropout and the batch order."
     )

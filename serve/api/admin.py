@@ -173,6 +173,7 @@ async def train(
                 cache_dir=ctx.settings.models_dir, registry=ctx.services.registry,
                 work_dir=ctx.settings.training_dir / name, index_version=index_version,
                 progress=progress, should_stop=context.cancelled.is_set,
+                rag_instructions=ctx.settings.chat.rag_instructions,
             )  # fmt: skip
         except TrainCancelled:
             raise JobCancelled from None
