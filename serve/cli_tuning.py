@@ -29,6 +29,7 @@ FLAGS = {
     "max_length": "max_length",
     "eval_every": "eval_every_steps",
     "patience": "early_stopping_patience",
+    "distractors": "distractors",
     "seed": "seed",
     "device": "device",
 }
@@ -129,6 +130,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-length", type=int, help="tokens per example (longer: truncated)")
     p.add_argument("--eval-every", type=int, help="validate every N steps (default: per epoch)")
     p.add_argument("--patience", type=int, help="early-stopping patience, in validations")
+    p.add_argument(
+        "--distractors", type=int, help="passages mixed into with-context examples (0: off)"
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["cpu", "cuda", "auto"])
     p.add_argument("--promote", metavar="ALIAS", help="point this alias (e.g. prod) at it")
