@@ -3,6 +3,9 @@
 Unchanged files are skipped by content hash; a changed file re-embeds only chunks whose text is
 new to the index; documents chunked under another chunking config or embedder are re-chunked
 from their stored text (no file needed); `sync` removes documents whose files are gone.
+One `ingest` call is one write however many folders it covers (`IngestRoot`): it holds the
+write lock throughout and commits once at the end (a long one also every `commit_every_chunks`
+chunks, except a re-embed), removals with the last commit.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 
 from ingest.chunking import chunk_document
 from ingest.config import IngestConfig
-from ingest.discover import Failure, discover
+from ingest.discover import Failure, SourceFile, discover
 from ingest.document import Chunk, Document, sha256_hex
 from ingest.errors import IngestError
 from ingest.loaders import DocumentLoader, read_checked
@@ -62,6 +65,25 @@ class IngestReport:
             "embedded": self.embedded,
             "seconds": round(self.seconds, 3),
         }
+
+
+@dataclass(frozen=True)
+class IngestRoot:
+    """A file or folder an ingest covers, and how.
+
+    Its documents are named `prefix` + the file's path under `path` (the server's uploads:
+    `uploads/<name>`); `within` refuses `path` when it resolves outside that folder (a link
+    planted on the way; see `discover`). For `sync`, the documents of this root are those
+    whose id starts with `prefix` and whose file lies under `path`. A folder that shows no
+    files at all is left alone by `sync` and reported, unless `managed`: a folder its owner
+    fills and empties itself (the server's uploads), where absent or empty means "no
+    documents", so `sync` removes them all and nothing is reported.
+    """
+
+    path: Path
+    prefix: str = ""
+    within: Path | None = None
+    managed: bool = False
 
 
 @dataclass
@@ -107,7 +129,7 @@ class Indexer:
 
     def ingest(
         self,
-        paths: Sequence[Path],
+        paths: Sequence[Path | IngestRoot],
         *,
         sync: bool = False,
         reembed: bool = False,
@@ -116,14 +138,16 @@ class Indexer:
     ) -> IngestReport:
         """Bring the index in line with the files under `paths`; see the module docstring.
 
-        `id_prefix` puts the documents in a namespace (the server's uploads: `uploads/`);
-        `within` refuses paths that resolve outside that folder (see `discover`).
+        A plain path is `IngestRoot(path, id_prefix, within)`: `id_prefix` puts its documents
+        in a namespace, `within` refuses it when it resolves outside that folder. Give
+        `IngestRoot`s to cover folders of different namespaces in one commit.
         """
         started = time.monotonic()
         report = IngestReport()
-        sources, failures = discover(list(paths), self.config, within=within)
-        sources = [replace(s, doc_id=id_prefix + s.doc_id) for s in sources]
-        report.failures.extend(failures)
+        roots = [
+            p if isinstance(p, IngestRoot) else IngestRoot(p, id_prefix, within) for p in paths
+        ]
+        sources, synced = self._discover(roots, report)
         with (
             IndexWriter.open(self.index, self._fault) as writer,
             DocumentLoader(self.config) as loader,
@@ -134,27 +158,54 @@ class Indexer:
                 run.seen.add(src.doc_id)
                 run.ingest_file(loader, src.path, src.doc_id)
                 self._progress("files", 1, None)
+            # With sync: the stored documents of a synced root whose file is gone. Known before
+            # the re-chunking below, which would otherwise re-embed them only to drop them.
+            gone = {
+                doc_id
+                for doc_id, old in run.stored.items()
+                if sync and doc_id not in run.seen and _under(doc_id, old, synced)
+            }
             for doc_id, old in run.stored.items():
-                if doc_id not in run.seen and (old.config_hash != self.config_hash or reembed):
+                if doc_id in run.seen or doc_id in gone:
+                    continue  # re-read from its file, or about to be removed
+                if old.config_hash != self.config_hash or reembed:
                     run.rechunk(doc_id, old)
-            if sync:
-                # A folder that shows no files at all (an unmounted drive, a typo in a glob) is
-                # reported and left alone rather than emptied from the index.
-                # A folder refused as a whole (a symlink leading out) is left alone too.
-                empty = {f.path for f in failures if f.code in ("no_files", "symlink_outside_root")}
-                roots = [p.resolve() for p in paths if p.is_dir() and str(p) not in empty]
-                for doc_id, old in run.stored.items():
-                    if doc_id not in run.seen and any(
-                        Path(old.source).is_relative_to(r) for r in roots
-                    ):
-                        writer.remove(doc_id)
-                        report.documents.removed += 1
-                        report.chunks.removed += old.chunks
+            for doc_id in sorted(gone):
+                writer.remove(doc_id)
+                report.documents.removed += 1
+                report.chunks.removed += run.stored[doc_id].chunks
             run.flush(final=True)
         report.documents.failed = len(report.failures)
         report.index_version = self.index.current.version
         report.seconds = time.monotonic() - started
         return report
+
+    def _discover(
+        self, roots: list[IngestRoot], report: IngestReport
+    ) -> tuple[list[SourceFile], list[tuple[str, Path]]]:
+        """The files under each root (its ids prefixed), one file per id across all of them;
+        and the (prefix, resolved folder) of each root that `sync` may remove documents from.
+        Failures go to `report`."""
+        sources: list[SourceFile] = []
+        synced: list[tuple[str, Path]] = []
+        for root in roots:
+            found, failures = discover([root.path], self.config, within=root.within)
+            whole = {f.code for f in failures if f.path == str(root.path)}  # the root itself
+            if root.managed:  # absent or empty: no documents, nothing to report
+                empty = ("not_found", "no_files")
+                failures = [f for f in failures if f.path != str(root.path) or f.code not in empty]
+                whole -= set(empty)
+                folder = not root.path.exists() or root.path.is_dir()
+            else:
+                folder = root.path.is_dir()
+            report.failures.extend(failures)
+            sources += [replace(s, doc_id=root.prefix + s.doc_id) for s in found]
+            # A folder that shows no files at all (an unmounted drive, a typo in a glob) is
+            # reported and left alone rather than emptied from the index; a folder refused
+            # as a whole (a symlink leading out) is left alone too.
+            if folder and not whole & {"no_files", "symlink_outside_root"}:
+                synced.append((root.prefix, root.path.resolve()))
+        return _one_per_id(sources, report.failures), synced
 
     def delete(self, doc_ids: Sequence[str]) -> IngestReport:
         """Remove documents by id; unknown ids are reported as failures."""
@@ -172,6 +223,33 @@ class Indexer:
         report.documents.failed = len(report.failures)
         report.index_version = self.index.current.version
         return report
+
+
+def _under(doc_id: str, stored: StoredDocument, roots: list[tuple[str, Path]]) -> bool:
+    """Is the document one of these (prefix, folder) roots': its id in the root's namespace
+    and its file under the root's folder? The folder keeps a sync over the corpus from taking
+    the uploads (ids of the corpus's namespace, "", but files elsewhere); the prefix keeps a
+    sync over the uploads from taking documents named otherwise from files there."""
+    source = Path(stored.source)
+    return any(
+        doc_id.startswith(prefix) and source.is_relative_to(folder) for prefix, folder in roots
+    )
+
+
+def _one_per_id(sources: list[SourceFile], failures: list[Failure]) -> list[SourceFile]:
+    """One file per document id across roots: a later file with an id already taken is a
+    failure (the same file found twice is just skipped)."""
+    taken: dict[str, Path] = {}
+    unique: list[SourceFile] = []
+    for src in sources:
+        first = taken.get(src.doc_id)
+        if first is None:
+            taken[src.doc_id] = src.path
+            unique.append(src)
+        elif first != src.path:
+            reason = f"document id '{src.doc_id}' is already taken by {first}"
+            failures.append(Failure(str(src.path), "duplicate_id", reason))
+    return unique
 
 
 class _Run:

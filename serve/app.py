@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ingest.atomic import remove_stale_temp_files
 from serve import errors
 from serve.audit import AuditLog
 from serve.auth import KeyRing
@@ -130,6 +131,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         removed = built.registry.clean_staging()
         if removed:
             log.info("removed %d unfinished adapter saves", removed)
+        # Temp files of uploads (and training data) whose writer was killed; a live writer's
+        # (another server on this data directory) stay. The jobs folder: JobManager does it.
+        for folder in (settings.uploads_dir, settings.training_dir / "data"):
+            removed = remove_stale_temp_files(folder)
+            if removed:
+                log.info("removed %d unfinished writes in %s/", removed, folder.name)
         gate = Gate(
             settings.server.generation_slots,
             settings.server.max_queue,

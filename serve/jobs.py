@@ -2,7 +2,9 @@
 
 Each job runs on a worker thread of its kind (one at a time per kind) and its state is written
 atomically to `<jobs_dir>/<id>.json` on every change, so a restart still shows how jobs ended;
-a job that was queued or running when the process died is shown as `interrupted`.
+a job that was queued or running when the process died is shown as `interrupted`. A save
+cut short by a kill leaves a hidden temp file there, never read as a job and removed on the
+next start.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ingest.atomic import atomic_write_text, check_within
+from ingest.atomic import atomic_write_text, check_within, remove_stale_temp_files
 
 log = logging.getLogger(__name__)
 State = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
@@ -95,7 +97,11 @@ class JobManager:
         self._load()
 
     def _load(self) -> None:
-        for path in sorted(self.root.glob("*.json")):
+        removed = remove_stale_temp_files(self.root)  # saves of a killed process
+        if removed:
+            log.info("removed %d unfinished job saves", removed)
+        # Job files only: a hidden file (the temp file of a save in progress) is never a job.
+        for path in sorted(self.root.glob("[!.]*.json")):
             try:
                 job = Job(**json.loads(path.read_text("utf-8")))
             except (ValueError, TypeError):

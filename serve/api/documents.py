@@ -13,9 +13,9 @@ from fastapi import APIRouter, File, Query, UploadFile
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
-from ingest.atomic import atomic_write_bytes, check_within
+from ingest.atomic import atomic_write_bytes, check_within, fsync_dir
 from ingest.loaders import SUPPORTED_SUFFIXES
-from retrieval.indexer import Progress
+from retrieval.indexer import IngestRoot, Progress
 from retrieval.read import get_document, list_documents
 from serve.api.deps import AS_EDITOR, WITH_BODY, Ctx, Editor
 from serve.api.schema import clean_text, public_roots, public_source
@@ -125,17 +125,17 @@ async def reindex(ctx: Ctx, who: Editor, body: ReindexRequest | None = None) -> 
 
     def run(context: JobContext) -> dict[str, Any]:
         indexer = ctx.services.indexer(progress_of(context))
-        out: dict[str, Any] = {}
-        roots = public_roots(ctx.settings)
-        if corpus is not None:
-            report = indexer.ingest([corpus], sync=True, reembed=reembed).to_dict()
-            out["corpus"] = public_report(report, roots)
-        # A link planted as uploads/ is refused (and reported), never listed or read.
-        if uploads.is_symlink() or (uploads.is_dir() and any(uploads.iterdir())):
-            synced = indexer.ingest([uploads], sync=True, reembed=reembed, id_prefix=UPLOAD_PREFIX,
-                                    within=ctx.settings.data_dir)  # fmt: skip
-            out["uploads"] = public_report(synced.to_dict(), roots)
-        return out
+        roots = [] if corpus is None else [IngestRoot(corpus)]
+        # The uploads are the server's own folder: absent or empty means none are left, so the
+        # sync removes every `uploads/` document (a DELETE killed between its file and the
+        # index is finished here). A link planted as uploads/ is refused (and reported), never
+        # listed or read, and its documents are left as they are.
+        roots.append(IngestRoot(uploads, UPLOAD_PREFIX, within=ctx.settings.data_dir,
+                                managed=True))  # fmt: skip
+        # One ingest for both folders: one write, so a kill leaves the index as it was or
+        # fully re-indexed, never the corpus done and the uploads not; a re-embed embeds once.
+        report = indexer.ingest(roots, sync=True, reembed=reembed).to_dict()
+        return public_report(report, public_roots(ctx.settings))
 
     job = ctx.jobs.submit("ingest", run, params={"reembed": reembed}, owner=who.key_id)
     return job_view(job)
@@ -191,14 +191,30 @@ async def document(ctx: Ctx, who: Editor, doc_id: str) -> dict[str, Any]:
 
 
 def _delete(ctx: AppContext, doc_id: str) -> dict[str, Any]:
+    with ctx.services.index.read() as view:
+        if get_document(view, doc_id) is None:  # nothing changes for an unknown id
+            raise ApiError(404, "document_not_found", "no document with that id")
+    if doc_id.startswith(UPLOAD_PREFIX):
+        # An upload's file goes first, durably, then its document: a kill in between leaves
+        # a document whose file is gone, which a retried DELETE or the next re-index (its
+        # sync) removes. The other order would leave the file without its document: a retry
+        # would answer 404 and the next re-index would bring the deleted document back.
+        _remove_upload(ctx, doc_id)
     report = ctx.services.indexer().delete([doc_id])
-    if report.documents.removed == 0:
+    if report.documents.removed == 0:  # another writer removed it meanwhile
         raise ApiError(404, "document_not_found", "no document with that id")
-    if doc_id.startswith(UPLOAD_PREFIX):  # so a re-index does not bring it back
-        path = ctx.settings.uploads_dir / upload_name(doc_id.removeprefix(UPLOAD_PREFIX))
-        check_within(path, ctx.settings.data_dir)  # never through a planted uploads/ link
-        path.unlink(missing_ok=True)
     return report.to_dict()
+
+
+def _remove_upload(ctx: AppContext, doc_id: str) -> None:
+    """Remove an upload's file, if still there; a name that is not bare is refused (400)."""
+    path = ctx.settings.uploads_dir / upload_name(doc_id.removeprefix(UPLOAD_PREFIX))
+    check_within(path, ctx.settings.data_dir)  # never through a planted uploads/ link
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return  # already gone: a DELETE cut short after this step, retried
+    fsync_dir(path.parent)  # gone for good before the document is
 
 
 @router.delete(

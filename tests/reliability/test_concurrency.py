@@ -313,7 +313,7 @@ def writer(server: LiveServer, root: Path, history: History, answers: list[Answe
                 (server.corpus / "ledger.txt").write_text(ledger_text(generation), "utf-8")
                 job = server.reindex(http)
                 assert job["state"] == "succeeded", job
-                history.generations.append((job["result"]["corpus"]["index_version"], generation))
+                history.generations.append((job["result"]["index_version"], generation))
             if n == 5:
                 second_writer_waits_then_gets_409(server, http, history, answers)
                 second_writer_commits_beside_the_server(server, root, http, history, answers)
@@ -345,7 +345,7 @@ def second_writer_waits_then_gets_409(
     # The failed upload's file stayed in uploads/: the next re-index commits it.
     job = server.reindex(http)
     assert job["state"] == "succeeded", job
-    version = job["result"]["uploads"]["index_version"]
+    version = job["result"]["index_version"]
     history.commit("uploads/busy.md", version, time.monotonic())
     assert http.get("/v1/documents/tea.txt").status_code == 200  # the 409'd delete did nothing
 

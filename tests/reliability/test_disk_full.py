@@ -244,7 +244,7 @@ def test_a_reindex_on_a_full_disk(root: Path, monkeypatch: pytest.MonkeyPatch) -
 
         disk.free()
         job = server.reindex()
-        assert job["result"]["corpus"]["documents"]["added"] == 1
+        assert job["result"]["documents"]["added"] == 1
         assert cited(server.chat("Vantablue ferry?").json())[0] == "ferry.md"
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from retrieval.indexer import Indexer, IngestReport, IngestRoot
 from serve.jobs import JobContext
 from tests.serve.conftest import Server, ServerFactory
 
@@ -129,6 +131,69 @@ def test_delete_removes_the_upload_and_reindex_does_not_bring_it_back(server: Se
     assert res.status_code == 404 and res.json()["error"]["code"] == "document_not_found"
 
 
+def test_delete_removes_the_file_before_the_document(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill between the two steps leaves a document without its file, never a file without
+    its document (which a re-index would bring back after the DELETE)."""
+    uploaded(server)
+    path = server.settings.uploads_dir / "ferry.md"
+    file_there_at_index_write = []
+    real = Indexer.delete
+
+    def spy(self: Indexer, doc_ids: Sequence[str]) -> IngestReport:
+        file_there_at_index_write.append(path.exists())
+        return real(self, doc_ids)
+
+    monkeypatch.setattr(Indexer, "delete", spy)
+    assert server.client.delete("/v1/documents/uploads/ferry.md").status_code == 200
+    assert file_there_at_index_write == [False]
+
+
+def test_a_delete_cut_short_after_the_file_is_finished_by_a_retry(server: Server) -> None:
+    uploaded(server)
+    (server.settings.uploads_dir / "ferry.md").unlink()  # what a kill between the steps leaves
+    res = server.client.delete("/v1/documents/uploads/ferry.md")  # the client's retry
+    assert res.status_code == 200, res.text
+    assert res.json()["documents"]["removed"] == 1
+    assert "uploads/ferry.md" not in doc_ids(server)
+    res = server.client.delete("/v1/documents/uploads/ferry.md")
+    assert res.status_code == 404 and res.json()["error"]["code"] == "document_not_found"
+
+
+@pytest.mark.parametrize("uploads_left", ["another", "none", "no folder"])
+def test_a_delete_cut_short_after_the_file_is_finished_by_a_reindex(
+    server: Server, uploads_left: str
+) -> None:
+    """The re-index syncs the uploads away whatever is left of uploads/: other uploads, an
+    empty folder or none at all (the server's own folder: nothing to report about it)."""
+    uploaded(server)
+    uploads = server.settings.uploads_dir
+    if uploads_left == "another":
+        uploaded(server, "tide.md", b"# Tide\n\nHigh tide at the Orrin pier is at noon.")
+    (uploads / "ferry.md").unlink()  # what a kill between the steps leaves
+    if uploads_left == "no folder":
+        uploads.rmdir()
+    result = server.reindex()["result"]
+    assert result["documents"]["removed"] == 1 and result["failures"] == []
+    expected = ["uploads/tide.md"] if uploads_left == "another" else []
+    assert doc_ids(server, prefix="uploads/") == expected
+    corpus = ["guides/bikes.md", "guides/policy.txt", "harbor.md", "tea.txt"]
+    assert sorted(doc_ids(server)) == corpus + expected
+
+
+def test_delete_of_an_unknown_id_is_404_and_changes_nothing(server: Server) -> None:
+    uploads = server.settings.uploads_dir
+    uploads.mkdir(parents=True)
+    (uploads / "stray.md").write_bytes(NOTE)  # in uploads/, never indexed
+    version = server.index_version
+    for doc_id in ("uploads/stray.md", "uploads/nope.md", "nope.txt", "uploads/a/b.md"):
+        res = server.client.delete(f"/v1/documents/{doc_id}")
+        assert res.status_code == 404 and res.json()["error"]["code"] == "document_not_found"
+    assert (uploads / "stray.md").read_bytes() == NOTE
+    assert server.index_version == version
+
+
 def test_delete_of_a_corpus_document(server: Server) -> None:
     assert server.client.delete("/v1/documents/guides/policy.txt").status_code == 200
     assert "guides/policy.txt" not in doc_ids(server)
@@ -141,17 +206,81 @@ def test_reindex_syncs_the_corpus_folder_and_reports_the_diff(server: Server) ->
     (server.corpus / "guides" / "policy.txt").unlink()
     before = server.index_version
     result = server.reindex()["result"]
-    assert result["corpus"]["documents"] == {
+    assert result["documents"] == {
         "added": 1, "changed": 1, "removed": 1, "unchanged": 2, "failed": 0,
     }  # fmt: skip
-    assert "uploads" not in result  # nothing was ever uploaded
-    assert result["corpus"]["index_version"] == server.index_version > before
+    assert result["failures"] == []  # no uploads/ folder yet: nothing to report about it
+    assert result["index_version"] == server.index_version == before + 1
     assert sorted(doc_ids(server)) == ["guides/bikes.md", "harbor.md", "new.txt", "tea.txt"]
     body = server.chat("Marigold kayaks?").json()
     assert body["sources"][0]["document_id"] == "new.txt"
     assert body["ragtune"]["index_version"] == server.index_version
-    again = server.reindex()["result"]["corpus"]["documents"]
+    again = server.reindex()["result"]["documents"]
     assert again["unchanged"] == 4 and again["added"] == again["removed"] == 0
+
+
+def test_reindex_of_the_corpus_and_the_uploads_is_one_commit(server: Server) -> None:
+    uploaded(server)
+    uploads = server.settings.uploads_dir
+    (uploads / "late.md").write_bytes(b"# Late\n\nThe Quillon bridge opens at dawn.")  # job killed
+    (server.corpus / "new.txt").write_text("Marigold kayaks launch from the east beach.", "utf-8")
+    (server.corpus / "harbor.md").unlink()
+    before = server.index_version
+    result = server.reindex()["result"]
+    assert result["index_version"] == server.index_version == before + 1
+    assert result["documents"] == {
+        "added": 2, "changed": 0, "removed": 1, "unchanged": 4, "failed": 0,
+    }  # fmt: skip
+    assert sorted(doc_ids(server)) == ["guides/bikes.md", "guides/policy.txt", "new.txt",
+                                       "tea.txt", "uploads/ferry.md", "uploads/late.md"]  # fmt: skip
+
+
+def test_a_reembed_embeds_every_chunk_once_in_one_commit(server: Server) -> None:
+    uploaded(server)
+    before = server.index_version
+    res = server.client.post("/v1/documents/reindex", json={"reembed": True})
+    result = server.wait_job(res.json()["id"])["result"]
+    assert result["index_version"] == server.index_version == before + 1
+    listed = server.client.get("/v1/documents").json()["data"]
+    chunks = sum(d["chunks"] for d in listed)
+    assert result["chunks"]["changed"] == chunks and result["chunks"]["unchanged"] == 0
+    assert 0 < result["embedded"] <= chunks  # not the uploads a second time
+    assert result["documents"]["changed"] == len(listed) == 5
+
+
+def test_a_sync_of_one_root_leaves_the_other_alone(server: Server) -> None:
+    """What sync may remove: documents of the roots given, by their files and their ids."""
+    uploaded(server)
+    uploads = server.settings.uploads_dir
+    indexer = server.services.indexer()
+    (server.corpus / "harbor.md").unlink()
+    report = indexer.ingest([server.corpus], sync=True)  # `ragtune ingest CORPUS --sync`
+    assert report.documents.removed == 1  # harbor.md; not the upload (its file is elsewhere)
+    assert "uploads/ferry.md" in doc_ids(server)
+    # A file of uploads/ indexed under another name (by hand): not the uploads' document.
+    (uploads / "tide.md").write_bytes(NOTE + b" Tide tables too.")
+    indexer.ingest([uploads / "tide.md"])
+    (uploads / "tide.md").unlink()
+    (uploads / "ferry.md").unlink()
+    report = indexer.ingest([IngestRoot(uploads, "uploads/", managed=True)], sync=True)
+    assert report.failures == [] and report.documents.removed == 1
+    assert sorted(doc_ids(server)) == ["guides/bikes.md", "guides/policy.txt", "tea.txt",
+                                       "tide.md"]  # fmt: skip
+
+
+def test_a_reindex_refuses_a_linked_uploads_folder_and_keeps_its_documents(
+    server: Server,
+) -> None:
+    uploaded(server)
+    uploads = server.settings.uploads_dir
+    outside = server.settings.data_dir.parent / "elsewhere"  # outside the data directory
+    uploads.rename(outside)
+    uploads.symlink_to(outside, target_is_directory=True)
+    (server.corpus / "new.txt").write_text("Marigold kayaks launch from the east beach.", "utf-8")
+    result = server.reindex()["result"]
+    assert [f["code"] for f in result["failures"]] == ["symlink_outside_root"]
+    assert result["documents"]["added"] == 1 and result["documents"]["removed"] == 0
+    assert {"new.txt", "uploads/ferry.md"} <= set(doc_ids(server))
 
 
 def test_reindex_body(server: Server) -> None:

@@ -503,9 +503,9 @@ def test_documents_and_ingest_failures_are_named_as_clients_know_them(
     res = server.client.post("/v1/documents", files=files, headers=bearer("editor"))
     upload = server.wait_job(res.json()["id"], role="editor")
     reindex = server.reindex(role="editor")
-    failures = upload["result"]["failures"] + reindex["result"]["corpus"]["failures"]
+    failures = upload["result"]["failures"] + reindex["result"]["failures"]
     assert {f["path"] for f in failures} >= {"uploads/empty.txt", "uploads/blob.txt"}
-    assert "guides/empty.md" in {f["path"] for f in reindex["result"]["corpus"]["failures"]}
+    assert "guides/empty.md" in {f["path"] for f in reindex["result"]["failures"]}
     listed = server.client.get("/v1/documents", headers=bearer("editor")).json()["data"]
     assert {d["source"] for d in listed} >= {"harbor.md", "guides/bikes.md"}
     one = server.client.get("/v1/documents/guides/bikes.md", headers=bearer("editor")).json()
