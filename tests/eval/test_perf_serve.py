@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from serve.app import create_app
 from serve.services import Services
 from serve.settings import Settings
 from tests.conftest import CORPUS, ROOT
+from tests.procs import free_port
 
 TINY = Sizes(questions=2, repeats=2, max_tokens=8, load_max_tokens=4,
              load=((1, 2), (4, 2), (16, 1)))  # fmt: skip
@@ -35,12 +35,6 @@ RATIOS = [f"ratio.{m}.{k}" for m in MODES for k in ("end_to_end", "decode")]
 LOAD = [f"load.c{c}.{k}" for c in (1, 4, 16)
         for k in ("requests_per_s", "completion_tokens_per_s", "latency.p50_ms",
                   "latency.p95_ms")]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

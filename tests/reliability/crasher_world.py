@@ -8,7 +8,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from retrieval.embedder import HashEmbedder
 from retrieval.index import Index
 from retrieval.indexer import Indexer
 from tests.conftest import ROOT
+from tests.procs import free_port
 from tests.reliability.crasher_shim import NAME, write_adapter
 from tests.reliability.crasher_state import CrashCheckError
 from tests.retrieval.helpers import paragraph
@@ -32,12 +32,6 @@ from tuning.adapters import AdapterRegistry
 
 UPLOAD_PREFIX = "uploads/"
 CHILD_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def text(rng: random.Random, tag: str) -> bytes:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from retrieval.embedder import HashEmbedder
 from retrieval.index import Index
 from retrieval.indexer import Indexer
 from tests.conftest import ROOT
+from tests.procs import free_port, stop_process
 from tests.reliability_table import Figures
 
 DIM = 64
@@ -47,12 +47,6 @@ BASE_FILES = {
 def ledger_text(generation: int) -> str:
     """The corpus file the writer rewrites between re-indexes: its generation word changes."""
     return f"The harbour ledger stands at generation gen{generation}x of the quay records."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -143,13 +137,7 @@ def start_server(root: Path, files: dict[str, str], **env: str) -> LiveServer:
 
 
 def stop_server(server: LiveServer) -> None:
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(timeout=20)
+    stop_process(server.proc, timeout=20)
 
 
 @pytest.fixture

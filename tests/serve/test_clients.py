@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import pytest
 
 from serve.config import ChatConfig
 from tests.conftest import CORPUS, EVAL_CASES, ROOT
+from tests.procs import free_port
 from tuning.adapters import MANIFEST, AdapterRegistry
 
 pytestmark = pytest.mark.slow
@@ -62,12 +62,6 @@ class Server:
 
     def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         return httpx.post(self.url + path, json=body, timeout=300)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pydantic import ValidationError
 
 from serve.config import ServerConfig
 from tests.conftest import ROOT
+from tests.procs import free_port, stop_process
 from tests.reliability_table import Figures
 from tests.serve.conftest import GatedGenerator, make_settings, write_corpus
 
@@ -73,12 +73,6 @@ def serve_main(spec: dict[str, Any]) -> None:
     services.indexer().ingest([write_corpus(root / "corpus")], sync=True)
     options = {**uvicorn_options(settings.server), "log_level": "warning"}
     uvicorn.run(create_app(settings, services), **options)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -154,12 +148,7 @@ def live(fast_tmp: Path) -> Iterator[LiveFactory]:
     for server in started:
         server.release()
         server.client.close()
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(timeout=30)
+        stop_process(server.proc)
 
 
 # -- raw HTTP on a socket ------------------------------------------------------------------------
