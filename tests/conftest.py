@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 
 # Before any test imports torch: idle OpenMP threads that spin made in-process training and
 # generation 5-10x slower on these 2 shared cores (the CLI sets the same).
@@ -25,6 +28,26 @@ EVAL_CASES = ROOT / "data" / "eval" / "cases.jsonl"
 
 # Issue 6's promise marker, the `figures` fixture and `--reliability-table` (make reliability).
 pytest_plugins = ["tests.reliability_table"]
+
+
+@contextlib.contextmanager
+def scratch_folder(fallback: Path | None = None) -> Iterator[Path]:
+    """A fresh folder on tmpfs where there is one (SQLite's fsyncs make servers and commits
+    many times slower on a loaded disk), removed afterwards; without tmpfs, `fallback` or a
+    fresh folder in the system's temp directory."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        if fallback is not None:
+            yield fallback
+            return
+        shm_dir = None
+    else:
+        shm_dir = str(shm)
+    folder = Path(tempfile.mkdtemp(prefix="ragtune-test-", dir=shm_dir))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

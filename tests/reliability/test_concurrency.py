@@ -142,7 +142,7 @@ def stop_server(server: LiveServer) -> None:
 
 @pytest.fixture
 def live_root() -> Iterator[Path]:
-    from tests.reliability.test_disk_full import scratch_folder
+    from tests.conftest import scratch_folder
 
     with scratch_folder() as folder:
         yield folder

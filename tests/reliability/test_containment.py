@@ -27,8 +27,9 @@ from ingest.atomic import OutsideRootError
 from retrieval.index import IndexStoreError
 from serve.services import Services
 from serve.settings import Settings
+from tests.conftest import scratch_folder
 from tests.reliability.test_concurrency import start_server, stop_server
-from tests.reliability.test_disk_full import app_server, scratch_folder
+from tests.reliability.test_disk_full import app_server
 from tests.reliability_table import Figures
 from tests.serve.conftest import CORPUS_FILES, Server, publish_adapter
 

@@ -17,9 +17,7 @@ import errno
 import json
 import os
 import resource
-import shutil
 import sqlite3
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ import tuning.recipe as recipe
 from serve.app import create_app
 from serve.services import Services
 from serve.settings import Settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, scratch_folder
 from tests.reliability.test_concurrency import LiveServer, start_server, stop_server
 from tests.serve.conftest import CORPUS_FILES, Server, make_settings, write_corpus
 from tuning.adapters import CONFIG, WEIGHTS
@@ -154,17 +152,6 @@ def app_server(
             yield Server(client, client.app, settings, services, folder)
     finally:
         services.index.close()
-
-
-@contextlib.contextmanager
-def scratch_folder() -> Iterator[Path]:
-    """A folder on tmpfs where there is one: SQLite's fsyncs are slow on a loaded disk."""
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    folder = Path(tempfile.mkdtemp(prefix="ragtune-rel-", dir=base))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

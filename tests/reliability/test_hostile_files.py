@@ -24,8 +24,9 @@ from retrieval.embedder import HashEmbedder
 from retrieval.index import Index
 from retrieval.indexer import Indexer
 from retrieval.retriever import Retriever
+from tests.conftest import scratch_folder
 from tests.fixtures import pdfs
-from tests.reliability.test_disk_full import app_server, scratch_folder
+from tests.reliability.test_disk_full import app_server
 from tests.reliability_table import Figures
 from tests.serve.conftest import Server
 

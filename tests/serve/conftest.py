@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +20,7 @@ from safetensors.numpy import save_file
 from serve.app import create_app
 from serve.services import Services
 from serve.settings import Settings
+from tests.conftest import scratch_folder
 from tuning.adapters import CONFIG, WEIGHTS, Adapter, AdapterRegistry
 from tuning.generator import EchoGenerator, GenerationParams, Message
 
@@ -163,15 +161,8 @@ ServerFactory = Callable[..., Server]
 @pytest.fixture
 def fast_tmp(tmp_path: Path) -> Iterator[Path]:
     """A folder on tmpfs when there is one: SQLite's fsyncs make each server 10x slower on disk."""
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield tmp_path
-        return
-    folder = Path(tempfile.mkdtemp(prefix="ragtune-test-", dir=shm))
-    try:
+    with scratch_folder(tmp_path) as folder:
         yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
