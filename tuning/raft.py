@@ -24,6 +24,7 @@ from tuning.raft_facts import Fact, facts_in
 
 NO_ANSWER = "The sources do not say"  # the no-oracle answer: f"{NO_ANSWER} {fact.what}."
 _WORD = re.compile(r"\w+|[^\w\s]")
+_BLOCK_LIKE = re.compile(r"(?m)^\[\d+\]")  # a line the prompt would read as a source number
 _TERM = re.compile(r"[a-z_][a-z0-9_]{2,}")
 _STOP = frozenset((
     "the", "and", "for", "are", "was", "what", "which", "does", "did", "has", "have", "with",
@@ -49,7 +50,7 @@ class RaftConfig:
     passage_tokens: int = 70  # words and marks: about 60-130 model tokens
     min_passage_tokens: int = 25
     max_turn_chars: int = 1350  # user turn: with the system prompt, at most about 480 tokens
-    max_kind_share: float = 0.45  # no single kind of fact (e.g. "added in") beyond this share
+    max_kind_share: float = 0.65  # signature defaults are most of the supply: cap them
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def load_passages(source: Path, config: RaftConfig) -> list[Passage]:
         text = path.read_text("utf-8").strip()
         doc = Document(doc_id, str(path), text, sha256_hex(text), (PageSpan(None, 0, len(text)),))
         for chunk in chunk_document(doc, chunking, tokenizer):
-            if len(tokenizer.token_starts(chunk.text)) >= config.min_passage_tokens:
+            long_enough = len(tokenizer.token_starts(chunk.text)) >= config.min_passage_tokens
+            if long_enough and not _BLOCK_LIKE.search(chunk.text):
                 out.append(Passage(doc_id, chunk.text))
     return out
 

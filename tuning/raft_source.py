@@ -15,16 +15,22 @@ DOC_ROOT = Path("/usr/share/doc/python3.11-doc/html")
 # Library pages dense in defaults, versions, limits and return values; small and mid-sized
 # ones, so no single module dominates the set.
 PAGES = (
-    "array", "base64", "bisect", "bz2", "csv", "difflib", "ftplib", "functools", "gzip",
-    "hashlib", "heapq", "http.client", "http.server", "itertools", "json", "logging.handlers",
-    "lzma", "math", "pickle", "queue", "random", "secrets", "select", "shutil", "smtplib",
-    "socketserver", "sqlite3", "statistics", "string", "struct", "tarfile", "tempfile",
-    "textwrap", "threading", "time", "uuid", "zipfile", "zlib",
+    "argparse", "array", "base64", "binascii", "bisect", "bz2", "calendar", "cmd", "configparser",
+    "contextvars", "copy", "csv", "difflib", "filecmp", "fileinput", "fnmatch", "fractions",
+    "ftplib", "functools", "getpass", "glob", "graphlib", "gzip", "hashlib", "heapq", "hmac",
+    "http.client", "http.server", "imaplib", "itertools", "json", "linecache", "logging.handlers",
+    "lzma", "math", "mmap", "pickle", "platform", "plistlib", "poplib", "pprint", "queue",
+    "random", "reprlib", "sched", "secrets", "select", "shlex", "shutil", "signal", "smtplib",
+    "socketserver", "sqlite3", "statistics", "string", "struct", "tarfile", "tempfile", "textwrap",
+    "threading", "time", "timeit", "tracemalloc", "uuid", "wave", "zipapp", "zipfile", "zlib",
+    "zoneinfo",
 )  # fmt: skip
 _BODY_START = '<div class="body" role="main">'
 _BODY_END = '<div class="sphinxsidebar"'
 _CODE = re.compile(r"<pre>.*?</pre>", re.S)  # examples and tables of code: no facts to read
 _PARAGRAPHS = re.compile(r"\n\s*\n")
+# Footnotes ("[1] (1,2)"): their numbers would read as a new source block of the prompt.
+_FOOTNOTE = re.compile(r"\AFootnotes\Z|\A\[\d+\]")
 
 
 def page_text(html: str, name: str) -> str:
@@ -34,7 +40,7 @@ def page_text(html: str, name: str) -> str:
         raise ValueError(f"{name}: no Sphinx main body (is it a python3-doc library page?)")
     text = html_to_text(_CODE.sub("", html[start:end])).replace("¶", "")
     paragraphs = (" ".join(p.split()) for p in _PARAGRAPHS.split(text))
-    return "\n\n".join(p for p in paragraphs if p)
+    return "\n\n".join(p for p in paragraphs if p and not _FOOTNOTE.match(p))
 
 
 def banned_facts(cases: Path) -> list[str]:
