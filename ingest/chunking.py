@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ingest.config import ChunkingConfig
-from ingest.document import Chunk, Document, sha256_hex
+from ingest.document import Chunk, Document, embed_input, sha256_hex
+from ingest.headings import SectionContext
 
 # Coarse to fine: Markdown headings, paragraphs, lines, sentences, words.
 SEPARATORS = (
@@ -111,8 +112,15 @@ def _strip(text: str, a: int, b: int) -> tuple[int, int]:
 
 
 def chunk_document(doc: Document, config: ChunkingConfig, tokenizer: Tokenizer) -> list[Chunk]:
-    """Chunks of `doc`, page by page (a chunk never spans two pages), with document offsets."""
-    limit = min(config.chunk_tokens, tokenizer.max_tokens)
+    """Chunks of `doc`, page by page (a chunk never spans two pages), with document offsets.
+
+    With `config.contextual`, each chunk carries its title and heading path; room for it is
+    kept below the embedder's limit, so the embedded context + text is never truncated.
+    """
+    sections = SectionContext(doc) if config.contextual else None
+    # Context tokens + the line break; never more than a quarter of what the embedder reads.
+    reserve = min(config.context_tokens + 1, tokenizer.max_tokens // 4) if sections else 0
+    limit = min(config.chunk_tokens, tokenizer.max_tokens - reserve)
     chunks: list[Chunk] = []
     used: dict[str, int] = {}
     for span in doc.pages:
@@ -121,22 +129,24 @@ def chunk_document(doc: Document, config: ChunkingConfig, tokenizer: Tokenizer) 
         for a, b in _merge(page, pieces, limit, config.overlap_tokens):
             for lo, hi in _enforce(page.text, *_strip(page.text, a, b), limit, tokenizer):
                 text = page.text[lo:hi]
-                digest = sha256_hex(text)
+                context = ""
+                if sections is not None:
+                    where = sections.of_span(span.start + lo, span.start + hi)
+                    context = _cut(where, reserve - 1, tokenizer)
+                digest = sha256_hex(embed_input(context, text))
                 n = used[digest] = used.get(digest, 0) + 1
                 cid = f"{doc.id}#{digest[:12]}" + (f"-{n}" if n > 1 else "")
+                start, end = span.start + lo, span.start + hi
                 chunks.append(
-                    Chunk(
-                        cid,
-                        doc.id,
-                        text,
-                        span.page,
-                        span.start + lo,
-                        span.start + hi,
-                        digest,
-                        len(chunks),
-                    )
+                    Chunk(cid, doc.id, text, span.page, start, end, digest, len(chunks), context)
                 )
     return chunks
+
+
+def _cut(context: str, most: int, tokenizer: Tokenizer) -> str:
+    """`context` cut to at most `most` tokens, at a token start."""
+    starts = tokenizer.token_starts(context)
+    return context if len(starts) <= most else context[: starts[most]].rstrip()
 
 
 def _enforce(

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ingest.document import sha256_hex
 
+# Bump when ingest.headings finds other titles or headings, so stored chunks are re-chunked.
+CONTEXT_RULES_VERSION = 1
 DEFAULT_INCLUDE = ("*.pdf", "*.txt", "*.md", "*.markdown", "*.html", "*.htm")
 
 
@@ -25,6 +27,17 @@ class ChunkingConfig(BaseModel):
     overlap_tokens: int = Field(
         32, ge=0, description="Tokens repeated between neighbouring chunks of the same page."
     )
+    contextual: bool = Field(
+        True,
+        description="Embed and keyword-index each chunk with its document title and section "
+        "heading path (stored apart from the chunk text that is shown and cited).",
+    )
+    context_tokens: int = Field(
+        48,
+        ge=8,
+        le=128,
+        description="Most embedder tokens a chunk's context line may take (it is cut beyond).",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkingConfig:
@@ -37,7 +50,10 @@ class ChunkingConfig(BaseModel):
 
     def fingerprint(self) -> str:
         """A short hash that changes whenever a setting that shapes chunks changes."""
-        return sha256_hex(json.dumps(self.model_dump(), sort_keys=True))[:16]
+        shape: dict[str, object] = self.model_dump()
+        if self.contextual:  # better heading rules change the context: re-chunk then too
+            shape["context_rules"] = CONTEXT_RULES_VERSION
+        return sha256_hex(json.dumps(shape, sort_keys=True))[:16]
 
 
 class IngestConfig(BaseModel):

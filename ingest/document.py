@@ -37,7 +37,12 @@ class Document:
 
 @dataclass(frozen=True)
 class Chunk:
-    """A span of a Document, small enough for the embedder; `hash` is sha256 of `text`."""
+    """A span of a Document, small enough for the embedder with its context.
+
+    `text` is what is shown and cited; `context` ("title > heading > subheading") is embedded
+    and keyword-indexed with it but never shown as the passage. `hash` is sha256 of
+    `embed_text`, the embedder's input, so a vector is reused exactly when its input is equal.
+    """
 
     id: str
     document_id: str
@@ -47,3 +52,13 @@ class Chunk:
     end: int
     hash: str
     ordinal: int = 0
+    context: str = ""
+
+    @property
+    def embed_text(self) -> str:
+        return embed_input(self.context, self.text)
+
+
+def embed_input(context: str, text: str) -> str:
+    """What the embedder reads for a chunk: its context line, then its text."""
+    return f"{context}\n{text}" if context else text

@@ -60,4 +60,19 @@ class RetrievalConfig(BaseModel):
     candidates: int = Field(
         40, ge=1, le=1000, description="Hits each ranker contributes before hybrid fusion."
     )
-    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")
+    rrf_k: int = Field(
+        10,
+        ge=1,
+        description="Reciprocal rank fusion constant (smaller: the top ranks weigh more).",
+    )
+    dense_weight: float = Field(1.0, ge=0, le=100, description="Weight of the dense ranking.")
+    keyword_weight: float = Field(
+        1.5, ge=0, le=100, description="Weight of the keyword (BM25) ranking in the fusion."
+    )
+    rerank_depth: int = Field(
+        30,
+        ge=0,
+        le=1000,
+        description="Hybrid: the best fused candidates re-scored by cosine, BM25 and query-word "
+        "coverage over title, headings and text (0: no re-scoring).",
+    )

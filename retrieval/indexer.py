@@ -314,7 +314,7 @@ class _Run:
 
     def flush(self, final: bool = False) -> None:
         """Embed what is pending, stage it, and commit when enough has piled up (or at the end)."""
-        needed = {c.hash: c.text for p in self.pending for c in p.chunks}
+        needed = {c.hash: c.embed_text for p in self.pending for c in p.chunks}
         known = {h: v for h, v in self.fresh.items() if h in needed}
         if not self.reembed:
             known.update(self.writer.stored_vectors(set(needed) - known.keys()))

@@ -52,12 +52,22 @@ _STOPWORDS = (
     "would you your yours"
 )
 STOPWORDS = frozenset(_STOPWORDS.split())
+# "How long", "how much", ...: the second word asks for a kind of answer (a duration, an amount)
+# that passages state as "2 years" or "25 GBP", rarely with the word itself.
+_QUESTION_PAIRS = re.compile(r"\bhow\s+(?:long|much|many|often|far|old|big|soon)\b", re.IGNORECASE)
+
+
+def query_words(text: str) -> list[str]:
+    """The distinct lower-case words of a query that carry its topic: no stopwords and no
+    question phrases (all of them if nothing else is left)."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))
+    topical = list(dict.fromkeys(w.lower() for w in _WORD.findall(_QUESTION_PAIRS.sub(" ", text))))
+    return [w for w in topical if w not in STOPWORDS] or words
 
 
 def fts_query(text: str) -> str | None:
     """Words of free text as an FTS5 OR-query of quoted terms (no FTS syntax reaches SQLite)."""
-    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))
-    terms = [w for w in words if w not in STOPWORDS] or words
+    terms = query_words(text)
     return " OR ".join(f'"{t}"' for t in terms[:MAX_QUERY_TERMS]) if terms else None
 
 
@@ -119,12 +129,22 @@ class ReadView:
         ).fetchall()
         return [(int(r["pk"]), float(r["score"])) for r in rows]
 
+    def embeddings(self, pks: list[int]) -> dict[int, bytes]:
+        """The stored vectors (float32 bytes) of some chunks."""
+        if not pks:
+            return {}
+        rows = self.conn.execute(
+            f"SELECT pk, embedding FROM chunks WHERE pk IN ({','.join('?' * len(pks))})",  # noqa: S608
+            pks,
+        ).fetchall()
+        return {int(r["pk"]): bytes(r["embedding"]) for r in rows}
+
     def chunks(self, pks: list[int]) -> dict[int, StoredChunk]:
         if not pks:
             return {}
         rows = self.conn.execute(
             'SELECT c.pk, c.id, c.document_id, c.text, c.page, c.start, c."end", c.hash, '  # noqa: S608
-            "c.ordinal, d.source FROM chunks c JOIN documents d ON d.id = c.document_id "
+            "c.ordinal, c.context, d.source FROM chunks c JOIN documents d ON d.id = c.document_id "
             f"WHERE c.pk IN ({','.join('?' * len(pks))})",
             pks,
         ).fetchall()
@@ -139,6 +159,7 @@ class ReadView:
                     r["end"],
                     r["hash"],
                     r["ordinal"],
+                    r["context"],
                 ),
                 r["source"],
             )

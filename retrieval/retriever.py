@@ -9,7 +9,8 @@ from ingest.document import Chunk
 from retrieval.config import RetrievalConfig, SearchMode
 from retrieval.embedder import Embedder
 from retrieval.index import Index
-from retrieval.read import Filters, ReadView
+from retrieval.read import Filters, ReadView, query_words
+from retrieval.rerank import cosines_of, fuse, rescore, stems
 
 MAX_QUERY_CHARS = 4000
 
@@ -106,11 +107,33 @@ class Retriever:
         if mode != "hybrid":
             ((name, hits),) = lists.items()
             return [(pk, s, {name: s}) for pk, s in hits]
-        fused: dict[int, float] = {}
-        parts: dict[int, dict[str, float]] = {}
+        cfg = self.config
+        weights = {"dense": cfg.dense_weight, "keyword": cfg.keyword_weight}
+        fused = fuse(lists, weights, cfg.rrf_k)
+        parts: dict[int, dict[str, float]] = {pk: {"fused": f} for pk, f in fused.items()}
         for name, hits in lists.items():
-            for rank, (pk, s) in enumerate(hits, start=1):
-                fused[pk] = fused.get(pk, 0.0) + 1.0 / (self.config.rrf_k + rank)
-                parts.setdefault(pk, {})[name] = s
+            for pk, s in hits:
+                parts[pk][name] = s
         order = sorted(fused, key=lambda pk: (-fused[pk], pk))
-        return [(pk, fused[pk], parts[pk]) for pk in order]
+        head, tail = order[: cfg.rerank_depth], order[cfg.rerank_depth :]
+        if not head:
+            return [(pk, fused[pk], parts[pk]) for pk in order]
+        rows = view.chunks(head)
+        texts = {pk: f"{r.chunk.context} {r.chunk.text}" for pk, r in rows.items()}
+        scores = rescore(
+            head,
+            fused,
+            dict(lists["keyword"]),
+            cosines_of(vector, view.embeddings(head)),
+            texts,
+            stems(" ".join(query_words(query))),
+        )
+        head.sort(key=lambda pk: (-scores[pk], pk))
+        for pk in head:
+            parts[pk]["rerank"] = scores[pk]
+        # Below the re-scored head, the fused order goes on; its scores are on another scale,
+        # so they are shifted under the head's lowest.
+        floor = min(scores.values()) - 1.0
+        return [(pk, scores[pk], parts[pk]) for pk in head] + [
+            (pk, floor - (1 - fused[pk]), parts[pk]) for pk in tail
+        ]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: chunks.context, keyword-indexed with the text
 SQLITE_FULL = 13  # "database or disk is full": what SQLite reports for ENOSPC
 SQLITE_IOERR = 10  # the primary code of every SQLITE_IOERR_* (a write or an fsync failed)
 DB_FILE_GLOB = "*.sqlite3*"  # the database, its WAL and its shared-memory index
@@ -40,20 +40,26 @@ CREATE TABLE IF NOT EXISTS chunks (
     start INTEGER NOT NULL,
     "end" INTEGER NOT NULL,
     hash TEXT NOT NULL,
-    embedding BLOB NOT NULL
+    embedding BLOB NOT NULL,
+    context TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks(document_id);
 CREATE INDEX IF NOT EXISTS chunks_by_hash ON chunks(hash);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, content='chunks', content_rowid='pk', tokenize='porter unicode61 remove_diacritics 2'
-);
-CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN
-    INSERT INTO chunks_fts(rowid, text) VALUES (new.pk, new.text);
-END;
-CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
-    INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.pk, old.text);
-END;
 """
+# The keyword index over context and text, and the triggers that keep it in step; apart from
+# _SCHEMA so the migration can run them inside its transaction (executescript would commit).
+_FTS = (
+    """CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+        context, text, content='chunks', content_rowid='pk',
+        tokenize='porter unicode61 remove_diacritics 2')""",
+    """CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN
+        INSERT INTO chunks_fts(rowid, context, text) VALUES (new.pk, new.context, new.text);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
+        INSERT INTO chunks_fts(chunks_fts, rowid, context, text)
+        VALUES ('delete', old.pk, old.context, old.text);
+    END""",
+)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -68,6 +74,37 @@ def connect(path: Path) -> sqlite3.Connection:
 
 def create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(_SCHEMA)
+    if not _columns(conn, "chunks_fts"):
+        for statement in _FTS:
+            conn.execute(statement)
+    _migrate(conn)
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Schema 1 -> 2, in one transaction (a kill leaves schema 1): chunks get a `context`
+    column, and the keyword index covers it (rebuilt from the rows)."""
+    if "context" in _columns(conn, "chunks_fts"):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if "context" not in _columns(conn, "chunks"):
+            conn.execute("ALTER TABLE chunks ADD COLUMN context TEXT NOT NULL DEFAULT ''")
+        for trigger in ("chunks_fts_insert", "chunks_fts_delete"):
+            conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+        conn.execute("DROP TABLE IF EXISTS chunks_fts")
+        for statement in _FTS:
+            conn.execute(statement)
+        conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
+        if read_manifest(conn):
+            write_manifest(conn, {"schema_version": SCHEMA_VERSION})
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def read_manifest(conn: sqlite3.Connection) -> dict[str, object]:

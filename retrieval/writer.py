@@ -242,8 +242,11 @@ class IndexWriter:
             vec = np.ascontiguousarray(put.vectors[c.hash], dtype=np.float32)
             cur = conn.execute(
                 'INSERT INTO chunks(id, document_id, ordinal, text, page, start, "end", hash, '
-                "embedding) VALUES (?,?,?,?,?,?,?,?,?)",
-                (c.id, doc.id, c.ordinal, c.text, c.page, c.start, c.end, c.hash, vec.tobytes()),
+                "embedding, context) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    *(c.id, doc.id, c.ordinal, c.text, c.page, c.start, c.end, c.hash),
+                    *(vec.tobytes(), c.context),
+                ),
             )
             added.append((int(cur.lastrowid or 0), vec))
         return gone, added

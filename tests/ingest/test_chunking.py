@@ -60,7 +60,8 @@ def assert_well_formed(doc: Document, chunks: list[Chunk], limit: int, tok: Toke
         assert doc.text[chunk.start : chunk.end] == chunk.text
         assert chunk.text and chunk.text == chunk.text.strip()
         assert len(tok.token_starts(chunk.text)) <= limit, chunk.text[:80]
-        assert chunk.hash == sha256_hex(chunk.text)
+        assert chunk.hash == sha256_hex(chunk.embed_text)
+        assert len(tok.token_starts(chunk.embed_text)) <= tok.max_tokens  # context included
         assert (chunk.document_id, chunk.ordinal) == (doc.id, ordinal)
         (span,) = [s for s in doc.pages if s.start <= chunk.start and chunk.end <= s.end]
         assert chunk.page == span.page

@@ -118,7 +118,8 @@ def test_chunking_change_rechunks_stored_documents_without_files(
     again = make_indexer(embedder, bigger).ingest([])
     assert again.documents.changed == 0 and again.embedded == 0
     manifest = assert_consistent(tmp_path / "index")
-    assert manifest["chunking"] == {"chunk_tokens": 120, "overlap_tokens": 0}
+    assert manifest["chunking"] == bigger.chunking.model_dump()
+    assert manifest["chunking"]["contextual"] is True
 
 
 def test_other_embedder_is_refused_then_reembedded(index_dir: Path, corpus: Path) -> None:
