@@ -9,7 +9,9 @@ from typing import Any
 
 from eval.cases import EvalCase
 from eval.metrics import (
+    ABSENT_TAG,
     NAN,
+    abstention_metrics,
     citation_accuracy,
     document_ranking,
     exact_match,
@@ -109,11 +111,14 @@ def cited_numbers(text: str) -> list[int]:
 
 
 def answer_metrics(case: EvalCase, text: str) -> dict[str, float]:
-    """The metrics every arm gets: exact match, token F1, key-fact recall (NaN: no key facts)."""
+    """The metrics every arm gets: exact match, token F1, key-fact recall (NaN: no key facts),
+    and abstention. An absent case has no answer to match: only its abstention counts."""
+    absent = ABSENT_TAG in case.tags
     return {
-        "exact_match": exact_match(text, case.reference),
-        "token_f1": token_f1(text, case.reference),
+        "exact_match": NAN if absent else exact_match(text, case.reference),
+        "token_f1": NAN if absent else token_f1(text, case.reference),
         "key_fact_recall": key_fact_recall(text, case.key_facts),
+        **abstention_metrics(text, case.tags, answerable=bool(case.document_ids)),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -128,6 +129,36 @@ def key_fact_recall(pred: str, key_facts: Sequence[str]) -> float:
     return sum(contains_fact(pred, fact) for fact in key_facts) / len(key_facts)
 
 
+# -- abstention: saying that the sources do not hold the answer ----------------------------
+
+ABSENT_TAG = "absent"  # cases no document answers: the right answer says so
+_ABSTAINS = re.compile(
+    r"\b(?:sources?|documents?|passages?|context|information (?:given|provided))\s+"
+    r"(?:do|does|did)\s*(?:not|n't)\s+(?:say|mention|contain|hold|state|include|give|provide|"
+    r"cover|specify|answer)"
+    r"|\b(?:i|we)\s+(?:do\s*(?:not|n't)|don't|dont)\s+know\b"
+    r"|\bnot\s+(?:mentioned|stated|specified|covered|given|provided|found|included)\s+in\s+"
+    r"the\s+(?:sources?|documents?|passages?|context)"
+    r"|\b(?:no|not enough)\s+information\s+(?:about|on|in|regarding)\b"
+    r"|\b(?:can ?not|can't|unable to)\s+(?:find|answer|tell)\b",
+    re.IGNORECASE,
+)
+
+
+def abstains(text: str) -> bool:
+    """Whether the answer says that the sources (or the model) do not hold the answer."""
+    return bool(_ABSTAINS.search(strip_boilerplate(text).replace("’", "'")))
+
+
+def abstention_metrics(answer: str, tags: Collection[str], answerable: bool) -> dict[str, float]:
+    """`abstains_when_absent` on absent cases, `false_abstention` on answerable ones."""
+    said = float(abstains(answer))
+    return {
+        "abstains_when_absent": said if ABSENT_TAG in tags else NAN,
+        "false_abstention": said if answerable else NAN,
+    }
+
+
 # -- grounding -----------------------------------------------------------------------------
 
 
@@ -225,6 +256,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("key_fact_recall", "answer", True, ALL_ARMS,
            "Share of the reference's key facts found in the answer (case, punctuation, "
            "number formats ignored)."),
+    Metric("abstains_when_absent", "answer", True, ALL_ARMS,
+           "On questions no document answers (tag 'absent'): share of answers that say the "
+           "sources do not hold it."),
+    Metric("false_abstention", "answer", False, ALL_ARMS,
+           "On questions the corpus answers: share of answers that say the sources do not."),
     Metric("grounded_share", "grounding", True, RETRIEVING_ARMS,
            f"Share of claim sentences whose content words a retrieved passage covers at "
            f">= {SUPPORT_THRESHOLD:.0%}, with every number present."),

@@ -9,6 +9,8 @@ import pytest
 from eval.metrics import (
     METRIC_BY_NAME,
     METRICS,
+    abstains,
+    abstention_metrics,
     citation_accuracy,
     contains_fact,
     document_ranking,
@@ -181,3 +183,42 @@ def test_registry_describes_each_metric_once() -> None:
         assert metric.applies_to(Mode.RAG_TUNED)
     assert METRIC_BY_NAME["latency_s"].higher_is_better is False
     assert {"recall@k", "mrr", "ndcg@k", "token_f1", "key_fact_recall"} <= set(METRIC_BY_NAME)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "The sources do not say which football club the company sponsors.",
+        "Hey there, rider! The documents don't mention a student discount. Ride bright, the Marlowe & Finch crew",
+        "I do not know.",
+        "I don't know the answer to that.",
+        "That is not mentioned in the sources [1].",
+        "There is no information about gift cards in the passages.",
+        "I cannot find the opening hours for a Paris shop.",
+    ],
+)  # fmt: skip
+def test_abstentions_are_recognised(answer: str) -> None:
+    assert abstains(answer)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "The battery warranty is 2 years or 800 full charge cycles [1].",
+        "The sources say the frame is guaranteed for 10 years.",
+        "Do not charge a battery that shows E23; the warranty does not cover deep discharge.",
+        "You cannot ride above 25 km/h with assistance.",
+    ],
+)
+def test_answers_are_not_abstentions(answer: str) -> None:
+    assert not abstains(answer)
+
+
+def test_abstention_metrics_split_absent_from_answerable_cases() -> None:
+    said = "The sources do not say."
+    assert abstention_metrics(said, ("absent",), answerable=False)["abstains_when_absent"] == 1.0
+    assert math.isnan(abstention_metrics(said, ("absent",), answerable=False)["false_abstention"])
+    on_new = abstention_metrics(said, ("new",), answerable=True)
+    assert on_new["false_abstention"] == 1.0 and math.isnan(on_new["abstains_when_absent"])
+    answered = abstention_metrics("It is 4.5 Nm [1].", ("absent",), answerable=False)
+    assert answered["abstains_when_absent"] == 0.0
