@@ -113,6 +113,14 @@ def bench_retrieval_real(report: Report, index: Index, embedder: Embedder, chunk
             "Retriever.retrieve end to end"
             + (", query embedding included" if mode != "keyword" else ""),
         )
+    # The same hybrid search without its re-scoring stage, in the same run: what it costs.
+    fusion_only = Retriever(index, embedder, RetrievalConfig(rerank_depth=0))
+    report.add_latency(
+        "retrieval.real.hybrid.fusion_only",
+        f"retrieve hybrid @{chunks:,} chunks, fusion only (no re-score)",
+        Latency.of(_retrieve_ms(fusion_only, queries, "hybrid")),
+        "Retriever.retrieve end to end, query embedding included",
+    )
     qvecs = embedder.embed(queries)
     for mode in SEARCH_ONLY_MODES:
         lat = retrieve_latency(index, queries, qvecs, mode, k=K)

@@ -182,6 +182,26 @@ def build_examples(
     return examples
 
 
+# The brand voice of data/tone (its README): the same greeting, sign-off and system prompt, so
+# the `brand` adapter learns to read passages without unlearning its voice.
+BRAND_SYSTEM = "You are the Marlowe & Finch Cycles assistant."
+BRAND_GREETING = "Hey there, rider!"
+BRAND_SIGNOFF = "Ride bright, the Marlowe & Finch crew"
+
+
+def in_brand_voice(example: dict[str, list[dict[str, str]]]) -> dict[str, list[dict[str, str]]]:
+    """The example as the brand adapter learns it: brand system prompt, greeting, sign-off."""
+    user, assistant = example["messages"][-2:]
+    answer = f"{BRAND_GREETING} {assistant['content']}\n{BRAND_SIGNOFF}"
+    return {
+        "messages": [
+            {"role": "system", "content": BRAND_SYSTEM},
+            user,
+            {"role": "assistant", "content": answer},
+        ]
+    }
+
+
 def write_jsonl(examples: Sequence[dict[str, list[dict[str, str]]]], out: Path) -> None:
     lines = (json.dumps(e, ensure_ascii=False) + "\n" for e in examples)
     atomic_write_text(out, "".join(lines))
@@ -193,14 +213,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("data/reader/reader.jsonl"))
     parser.add_argument("--count", type=int, default=RaftConfig.count)
     parser.add_argument("--seed", type=int, default=RaftConfig.seed)
+    parser.add_argument(
+        "--brand-out",
+        type=Path,
+        default=Path("data/reader/reader_brand.jsonl"),
+        help="the same examples in the brand voice (for the brand adapter's mix)",
+    )
     args = parser.parse_args(argv)
     if args.count < 2:
         parser.error(f"--count must be at least 2 (got {args.count})")
     config = RaftConfig(count=args.count, seed=args.seed)
     examples = build_examples(load_passages(args.source, config), config)
     write_jsonl(examples, args.out)
+    write_jsonl([in_brand_voice(e) for e in examples], args.brand_out)
     absent = sum(e["messages"][1]["content"].startswith(NO_ANSWER) for e in examples)
-    print(f"{len(examples)} examples ({absent} without the oracle) -> {args.out}")
+    print(f"{len(examples)} examples ({absent} without the oracle) -> {args.out}, {args.brand_out}")
 
 
 if __name__ == "__main__":

@@ -8,13 +8,25 @@ from pathlib import Path
 
 import pytest
 
+from eval import text
 from ingest.config import IngestConfig
 from ingest.loaders import DocumentLoader
 from serve.prompt import neutralise, user_turn
 from tests.conftest import ROOT
 from tuning.augment import parse_turn
 from tuning.data import load_examples
-from tuning.raft import NO_ANSWER, Passage, RaftConfig, build_examples, load_passages, render
+from tuning.raft import (
+    BRAND_GREETING,
+    BRAND_SIGNOFF,
+    BRAND_SYSTEM,
+    NO_ANSWER,
+    Passage,
+    RaftConfig,
+    build_examples,
+    in_brand_voice,
+    load_passages,
+    render,
+)
 from tuning.raft_facts import facts_in
 
 READER = ROOT / "data" / "reader"
@@ -151,3 +163,14 @@ def test_no_evaluation_text_or_fact_is_in_the_training_data() -> None:
 def test_the_shipped_file_is_what_the_generator_makes(passages: list[Passage]) -> None:
     rebuilt = build_examples(passages, RaftConfig())
     assert rebuilt == lines(SHIPPED)
+
+
+def test_the_brand_file_is_the_same_examples_in_the_brand_voice(shipped: list[dict]) -> None:  # type: ignore[type-arg]
+    voiced = lines(SHIPPED.with_name("reader_brand.jsonl"))
+    assert voiced == [in_brand_voice(e) for e in shipped]
+    # The voice of data/tone, as the comparison's tone metric knows it.
+    assert (BRAND_GREETING, BRAND_SIGNOFF) == (text.BRAND_GREETING, text.BRAND_SIGNOFF)
+    first = voiced[0]["messages"]
+    assert first[0] == {"role": "system", "content": BRAND_SYSTEM}
+    assert first[2]["content"].startswith(BRAND_GREETING)
+    assert first[2]["content"].endswith("\n" + BRAND_SIGNOFF)
