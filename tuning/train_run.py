@@ -12,11 +12,13 @@ from typing import Any
 
 from tuning.data import Example
 from tuning.train_config import TrainConfig
+from tuning.train_heap import bound_heap, release_heap
 from tuning.train_state import Checkpoint, RunState, Tensors, load_checkpoint, save_checkpoint
 from tuning.train_tokens import (
     Tokenized,
     collate,
     loss_sum,
+    micro_batches,
     step_batches,
     steps_per_epoch,
     tokenize_examples,
@@ -79,6 +81,9 @@ def load_lora_model(model_dir: Path, config: TrainConfig, device: str) -> tuple[
         model = get_peft_model(base, lora)
     except ValueError as exc:  # peft: a target module that the model does not have
         raise TrainError(f"LoRA target_modules {config.target_modules}: {exc}") from exc
+    from tuning.train_dropout import use_lean_dropout
+
+    use_lean_dropout(model)  # same dropout, a bool mask kept for backward instead of floats
     return tokenizer, model.to(device)
 
 
@@ -115,6 +120,7 @@ class LoraRun:
 
         self.started = time.monotonic()
         self.config, self.work_dir = config, work_dir
+        bound_heap()
         self.device = _device(config)
         tokenizer, self.model = load_lora_model(model_dir, config, self.device)
         pad = tokenizer.pad_token_id
@@ -170,35 +176,39 @@ class LoraRun:
 
         self.model.eval()
         total, targets = 0.0, 0
-        size = self.config.batch_size
         with torch.inference_mode():
-            for start in range(0, len(self.val), size):
-                batch = collate(self.val[start : start + size], self.pad_id, self.device)
+            for items in micro_batches(self.val, self.config.micro_batch_tokens):
+                batch = collate(items, self.pad_id, self.device)
                 total += float(loss_sum(self.model, batch))
                 targets += batch.targets
         return total / targets
 
     def train_step(self) -> float:
-        """One optimizer step over grad_accum micro-batches; returns its mean answer-token loss."""
+        """One optimizer step over its examples (grad_accum batches) in forward passes of at
+        most micro_batch_tokens tokens; returns its mean answer-token loss."""
         import torch
 
         began = time.perf_counter()
         cfg = self.config
-        micro = step_batches(
+        step = step_batches(
             len(self.train), cfg.batch_size, cfg.grad_accum, cfg.seed, self.state.step
         )
-        batches = [collate([self.train[i] for i in b], self.pad_id, self.device) for b in micro]
+        examples = [self.train[i] for batch in step for i in batch]
+        passes = micro_batches(examples, cfg.micro_batch_tokens)
+        batches = [collate(items, self.pad_id, self.device) for items in passes]
         targets = sum(b.targets for b in batches)  # normalise by answer tokens of the whole step
         self.model.train()
         total = 0.0
         for batch in batches:
             loss = loss_sum(self.model, batch)
-            torch.autograd.backward(loss / targets)
+            if loss.requires_grad:  # a pass whose answer tokens all fell at position 0 has none
+                torch.autograd.backward(loss / targets)
             total += float(loss.detach())
         if cfg.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params.values(), cfg.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        release_heap()
         self.state.train_tokens += sum(b.tokens for b in batches)
         self.state.train_seconds += time.perf_counter() - began
         return total / targets

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     import torch
 
 IGNORE = -100  # label of a token that carries no loss (torch cross_entropy's ignore_index)
+# Answer positions per LM-head call: (256, vocab) float32 logits, 48 MiB on SmolLM2, at a time.
+LOSS_CHUNK = 256
 
 
 class TemplateError(ValueError):
@@ -134,16 +136,54 @@ def step_batches(
     return batches[k * grad_accum : (k + 1) * grad_accum]
 
 
-def loss_sum(model: Any, batch: Batch) -> torch.Tensor:
-    """Summed next-token cross-entropy over the batch's answer tokens (a 0-dim tensor)."""
+def micro_batches(items: Sequence[Tokenized], max_tokens: int) -> list[list[Tokenized]]:
+    """A step's examples as forward passes of at most max_tokens padded tokens each (a longer
+    example is a pass alone). Shortest first, so similar lengths share a pass and little of it
+    is padding; the step's summed loss and gradient do not depend on how it is split."""
+    passes: list[list[Tokenized]] = []
+    for item in sorted(items, key=lambda t: len(t.input_ids)):
+        # sorted: the new item is the longest of its pass, so the pass pads to its length
+        if passes and (len(passes[-1]) + 1) * len(item.input_ids) <= max_tokens:
+            passes[-1].append(item)
+        else:
+            passes.append([item])
+    return passes
+
+
+def _head_loss(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     import torch.nn.functional as F  # noqa: N812
 
-    logits = model(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-    ).logits
-    # token t predicts token t+1: shift the labels left (a copy of ints), never the logits,
-    # whose slice would copy (batch, length, vocab) floats forward and again in backward
+    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
+def loss_sum(model: Any, batch: Batch) -> torch.Tensor:
+    """Summed next-token cross-entropy over the batch's answer tokens (a 0-dim tensor).
+
+    The (batch, length, vocab) logits never exist: 49k floats per token on SmolLM2, 0.8 GB at
+    8 x 512 and as much again for each of their log-softmax and gradients. The decoder's hidden
+    states of answer positions alone go through the LM head, LOSS_CHUNK at a time, and with
+    gradients on each chunk's logits are recomputed in backward instead of kept. For models whose
+    logits are lm_head(hidden) (Llama-style; no logit scaling or soft-capping).
+    """
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+    from torch.utils.checkpoint import checkpoint
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = base.get_decoder(), base.get_output_embeddings()
+    # No attention mask: collate pads on the right and attention is causal, so a real token
+    # never sees padding; without a mask SDPA runs its fused causal kernel instead of building
+    # (batch, heads, length, length) scores. Padding positions carry no loss.
+    hidden = decoder(input_ids=batch.input_ids, use_cache=False).last_hidden_state
+    # token t predicts token t+1: shift the labels left (a copy of ints)
     targets = F.pad(batch.labels[:, 1:], (0, 1), value=IGNORE)
-    return F.cross_entropy(
-        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum"
-    )
+    keep = targets != IGNORE
+    hidden, targets = hidden[keep], targets[keep]  # (answer tokens, hidden), (answer tokens,)
+    total = torch.zeros((), device=hidden.device)
+    for start in range(0, len(targets), LOSS_CHUNK):
+        part = (head, hidden[start : start + LOSS_CHUNK], targets[start : start + LOSS_CHUNK])
+        if torch.is_grad_enabled():
+            total = total + checkpoint(_head_loss, *part, use_reentrant=False)
+        else:
+            total = total + _head_loss(*part)
+    return total
