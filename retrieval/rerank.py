@@ -31,6 +31,8 @@ def fuse(lists: Mapping[str, Ranked], weights: Mapping[str, float], k: int) -> d
 
 
 def _stem(word: str) -> str:
+    if word.endswith("ies") and len(word) > 4:  # batteries -> battery
+        return word[:-3] + "y"
     for suffix in _SUFFIXES:
         if word.endswith(suffix) and len(word) > len(suffix) + 2:
             return word[: -len(suffix)]

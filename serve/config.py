@@ -108,6 +108,14 @@ class ChatConfig(BaseModel):
         "know.",
         description="Appended to the system prompt in the retrieval modes.",
     )
+    focus_chars: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="Show the model, of each retrieved chunk, only the window of at most this "
+        "many characters that bears most on the question (0: whole chunks). Sources and "
+        "citations still name the whole chunk.",
+    )
 
     @model_validator(mode="after")
     def _limits(self) -> ChatConfig:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from retrieval.read import Filters
 from retrieval.retriever import Hit, Retriever
 from serve.config import ChatConfig
+from serve.focus import focus
 from serve.prompt import build_messages
 from tuning.adapters import WEIGHTS, Adapter, AdapterRegistry, verify_adapter
 from tuning.generator import GenerationParams, Generator, Message, StreamStats
@@ -170,6 +171,10 @@ class Pipeline:
         persona = persona or self.config.system_prompt
         return f"{persona}\n\n{self.config.rag_instructions}" if route.mode.retrieves else persona
 
+    def _excerpt(self, question: str) -> Callable[[Hit], str] | None:
+        chars = self.config.focus_chars
+        return (lambda hit: focus(hit.text, question, chars)) if chars else None
+
     def retrieve(self, question: str, top_k: int, filters: Filters | None) -> list[Hit]:
         if self.retriever is None:
             raise UnknownModelError("retrieval is not available on this server")
@@ -203,6 +208,7 @@ class Pipeline:
             count_tokens=self.generator.count_tokens,
             budget=budget,
             history=history,
+            excerpt=self._excerpt(question),
         )
         version = retrieved[0].index_version if retrieved else None
         if version is None and self.retriever is not None and route.mode.retrieves:

@@ -37,9 +37,11 @@ def neutralise(text: str) -> str:
     return _CONTROL.sub(lambda m: m.group().translate(_LOOK_ALIKES), text)
 
 
-def source_block(number: int, hit: Hit) -> str:
+def source_block(number: int, hit: Hit, text: str | None = None) -> str:
+    """Source `number` as the prompt shows it: where it is from, then its text (or `text`, an
+    excerpt of it)."""
     where = hit.document_id + (f", page {hit.page}" if hit.page else "")
-    return f"[{number}] {where}\n{neutralise(hit.text)}"
+    return f"[{number}] {where}\n{neutralise(hit.text if text is None else text)}"
 
 
 def user_turn(question: str, blocks: Sequence[str]) -> str:
@@ -57,11 +59,13 @@ def build_messages(
     count_tokens: Callable[[list[Message]], int],
     budget: int,
     history: Sequence[Message] = (),
+    excerpt: Callable[[Hit], str] | None = None,
 ) -> tuple[list[Message], list[Hit]]:
     """Messages whose prompt fits `budget` tokens, and the hits it cites (in rank order).
 
     Sources are added best first while they fit; one that does not fit is left out whole
-    (a later, shorter one may still fit), never cut in the middle.
+    (a later, shorter one may still fit), never cut in the middle. `excerpt`, if given, is
+    what of each hit the prompt shows (its text by default).
     """
     head: list[Message] = [{"role": "system", "content": system}, *history]
 
@@ -75,7 +79,7 @@ def build_messages(
     blocks: list[str] = []
     used: list[Hit] = []
     for hit in hits:
-        block = source_block(len(blocks) + 1, hit)
+        block = source_block(len(blocks) + 1, hit, excerpt(hit) if excerpt else None)
         if count_tokens(messages([*blocks, block])) <= budget:
             blocks.append(block)
             used.append(hit)

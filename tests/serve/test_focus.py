@@ -1,0 +1,62 @@
+"""Passage focusing: the window of a chunk that bears on the question, cut from its own text."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.document import Chunk
+from retrieval.retriever import Hit
+from serve.focus import focus
+from serve.prompt import build_messages
+from tuning.generator import EchoGenerator
+
+TABLE = (
+    "Values below are for clean, lightly greased threads.\n"
+    "Stem steerer clamp bolts 5 Nm 4 mm hex\n"
+    "Adjustable stem hinge bolt 10 Nm 5 mm hex\n"
+    "Brake lever clamp bolts 4.5 Nm 4 mm hex\n"
+    "Seatpost clamp 6 Nm 5 mm hex\n"
+    "Pedals 35 Nm 15 mm spanner, grease the threads first.\n"
+    "Rear axle nuts 35 Nm 15 mm, check the anti-rotation washers on both sides.\n"
+)
+
+
+def test_the_window_holds_the_questions_words_and_is_the_chunks_own_text() -> None:
+    window = focus(TABLE, "What torque do the brake lever clamp bolts take?", 90)
+    assert "Brake lever clamp bolts 4.5 Nm" in window
+    assert window in TABLE and len(window) <= 90
+
+
+def test_a_chunk_that_fits_is_shown_whole() -> None:
+    assert focus(TABLE, "anything", len(TABLE)) == TABLE
+
+
+@pytest.mark.parametrize("chars", [10, 40, 200])
+def test_the_limit_holds_even_for_one_long_sentence(chars: int) -> None:
+    text = "word " * 200 + "torque 4.5 Nm here. " + "more " * 200
+    window = focus(text, "torque", chars)
+    assert 0 < len(window) <= chars and window in text
+
+
+def test_sentences_of_one_long_line_are_units_too() -> None:
+    text = "The frame is guaranteed for 10 years. " * 5 + "Batteries get 2 years or 800 cycles. "
+    text += "Paint is covered for 2 years. " * 5
+    assert "Batteries get 2 years or 800 cycles." in focus(text, "battery warranty", 80)
+
+
+def test_the_prompt_shows_excerpts_but_cites_the_whole_hits() -> None:
+    chunk = Chunk("manual#1", "manual.pdf", TABLE, 6, 0, len(TABLE), "h")
+    hits = [Hit(chunk, "/corpus/manual.pdf", 1.0, 1, 3)]
+    question = "What torque do the brake lever clamp bolts take?"
+    messages, used = build_messages(
+        question,
+        hits,
+        system="s",
+        count_tokens=EchoGenerator().count_tokens,
+        budget=500,
+        excerpt=lambda h: focus(h.text, question, 90),
+    )
+    assert used == hits and used[0].text == TABLE
+    user = messages[-1]["content"]
+    assert "[1] manual.pdf, page 6\n" in user and "4.5 Nm" in user
+    assert "Pedals 35 Nm" not in user
