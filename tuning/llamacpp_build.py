@@ -1,0 +1,64 @@
+"""Choosing llama.cpp for a generator config: build it, or say in one line why hf serves instead."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from tuning.config import PACKAGED_GENERATOR, GeneratorConfig
+from tuning.generator import Generator, GeneratorError
+
+log = logging.getLogger(__name__)
+LORA_CACHE = "gguf-lora"  # exported adapters, under the model cache folder
+
+
+def gguf_and_tokenizer(model: str, cache_dir: Path) -> tuple[Path, Any, str]:
+    """(GGUF file, its transformers tokenizer, model id). The packaged model's tokenizer comes
+    from its converted folder (converted once, as the hf backend and training use it)."""
+    from transformers import AutoTokenizer
+
+    if model == PACKAGED_GENERATOR:
+        from tuning.models import packaged_gguf, resolve_model_dir
+
+        folder, model_id = resolve_model_dir(model, cache_dir)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        return packaged_gguf(), tokenizer, model_id
+    gguf = Path(model).expanduser()
+    if not gguf.is_file():
+        raise GeneratorError(f"no GGUF file at {gguf}")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    return gguf, tokenizer, gguf.stem
+
+
+def build_llamacpp(config: GeneratorConfig, cache_dir: Path) -> Generator | None:
+    """The llama.cpp generator for `config`; with backend 'auto', None (and one warning line)
+    when llama-cpp-python is missing or broken, so that the caller builds the hf backend."""
+    from tuning.llamacpp import LlamaCppGenerator, LlamaCppUnavailableError, import_llama_cpp
+
+    try:
+        import_llama_cpp()  # before the tokenizer: a missing backend costs nothing
+        started = time.monotonic()
+        gguf, tokenizer, model_id = gguf_and_tokenizer(config.model, cache_dir)
+        generator = LlamaCppGenerator(
+            gguf, tokenizer, model_id, cache_dir / LORA_CACHE,
+            max_adapters=config.max_adapters, n_threads=config.threads,
+        )  # fmt: skip
+    except (LlamaCppUnavailableError, GeneratorError) as exc:
+        if config.backend == "llamacpp":
+            raise
+        unavailable = isinstance(exc, LlamaCppUnavailableError)
+        log.warning(
+            "generator: %s; using the transformers backend instead%s",
+            exc,
+            " (`make setup` builds llama-cpp-python)" if unavailable else "",
+        )
+        return None
+    log.info(
+        "generator: llama.cpp on %s, %d threads, loaded in %.1f s",
+        gguf.name,
+        generator.threads,
+        time.monotonic() - started,
+    )
+    return generator
