@@ -88,6 +88,7 @@ def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
             index_version=index_version,
             progress=bar,
             rag_instructions=settings.chat.rag_instructions,
+            persona=settings.chat.system_prompt,
         )
     if args.promote:
         registry.promote(adapter.ref, args.promote)

@@ -103,9 +103,10 @@ class ChatConfig(BaseModel):
         description="System prompt when the client sends none and no adapter brings its own.",
     )
     rag_instructions: str = Field(
-        "Answer the question using only the numbered sources in the user's message, and cite "
-        "them by number, like [1]. If the sources do not hold the answer, say that you do not "
-        "know.",
+        "Answer in one or two sentences, using only the numbered sources in the user's "
+        "message. State the fact as the source writes it, with its number and unit, and cite "
+        "the source by number, like [1]. If the sources do not hold the answer, say: The "
+        "sources do not say.",
         description="Appended to the system prompt in the retrieval modes.",
     )
     focus_chars: int = Field(

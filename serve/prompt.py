@@ -12,12 +12,6 @@ from collections.abc import Callable, Sequence
 from retrieval.retriever import Hit
 from tuning.generator import Message
 
-SYSTEM_BASE = "You are a helpful assistant. Answer briefly and clearly."
-SYSTEM_RAG = (
-    "You are a helpful assistant. Answer the question using only the numbered sources in the "
-    "user's message, and cite them by number, like [1]. If the sources do not hold the answer, "
-    "say that you do not know."
-)
 # <|im_start|>, <|endoftext|>, <s>, </s>, [INST], <<SYS>>: what chat templates use as structure;
 # <sources> and </sources>: the block's own delimiters, so a document cannot close it early.
 _CONTROL = re.compile(

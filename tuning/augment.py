@@ -69,13 +69,15 @@ def _renumber(answer: str, numbers: dict[int, int]) -> str:
     return _CITATION.sub(lambda m: f"[{numbers.get(int(m[1]), int(m[1]))}]", answer)
 
 
-def _with_system(messages: list[dict[str, str]], suffix: str) -> list[dict[str, str]]:
+def _with_system(messages: list[dict[str, str]], suffix: str, persona: str) -> list[dict[str, str]]:
+    """The retrieval system prompt as the server builds it: the example's own system prompt,
+    or else `persona` (the server's default), then the retrieval instructions."""
     if not suffix:
         return messages
     if messages[0]["role"] == "system":
-        persona = messages[0]["content"]
-        return [{"role": "system", "content": f"{persona}\n\n{suffix}"}, *messages[1:]]
-    return [{"role": "system", "content": suffix}, *messages]
+        persona, messages = messages[0]["content"], messages[1:]
+    content = f"{persona}\n\n{suffix}" if persona else suffix
+    return [{"role": "system", "content": content}, *messages]
 
 
 def for_serving(
@@ -85,13 +87,16 @@ def for_serving(
     rag_instructions: str = "",
     seed: int = 0,
     pool: Sequence[Example] = (),
+    persona: str = "",
 ) -> list[Example]:
     """`examples` with every with-context one under the retrieval system prompt, plus (when
     `distractors` > 0) one variant with 1..`distractors` other passages (from the with-context
     examples of `pool`, default `examples`) mixed in and its citations renumbered.
 
     Examples without a sources block are returned as they are; the order is kept, each variant
-    right after its original, so a seeded split stays what it was."""
+    right after its original, so a seeded split stays what it was. A with-context example
+    without a system prompt gets `persona` (the server's default system prompt) before the
+    instructions, as the server would answer it."""
     rng = random.Random(seed)
     candidates: list[Passage] = []
     for example in pool or examples:
@@ -104,7 +109,7 @@ def for_serving(
         if turn is None:
             out.append(example)
             continue
-        messages = _with_system(messages, rag_instructions)
+        messages = _with_system(messages, rag_instructions, persona)
         out.append(Example(tuple(messages)))
         if distractors <= 0:
             continue

@@ -102,20 +102,22 @@ def train_adapter(
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     rag_instructions: str = "",
+    persona: str = "",
 ) -> tuple[Adapter, TrainResult]:
     """Train `name`'s next version from the JSONL files at `data_paths` and publish it.
 
     `rag_instructions`: what the server appends to the system prompt in its retrieval modes;
-    with-context examples train under it (and with distractor passages, see tuning.augment).
+    with-context examples train under it (and with distractor passages, see tuning.augment),
+    after their own system prompt or else `persona`, the server's default one.
     """
     check_name(name)  # before any work: a bad name must not cost a training run
     data = load_all(data_paths)
     train, val = split_examples(data.examples, config.val_fraction, config.seed)
     # After the split, so an example and its variant always fall on the same side.
     train = for_serving(train, distractors=config.distractors, rag_instructions=rag_instructions,
-                        seed=config.seed, pool=data.examples)  # fmt: skip
+                        seed=config.seed, pool=data.examples, persona=persona)  # fmt: skip
     val = for_serving(val, distractors=config.distractors, rag_instructions=rag_instructions,
-                      seed=config.seed + 1, pool=data.examples)  # fmt: skip
+                      seed=config.seed + 1, pool=data.examples, persona=persona)  # fmt: skip
     model_dir, base_model_id = resolve_model_dir(model, cache_dir)
     base = (base_model_id, weights_sha256(model_dir))
     registry.clean_staging()  # what a killed training left (its process is gone)

@@ -174,6 +174,7 @@ async def train(
                 work_dir=ctx.settings.training_dir / name, index_version=index_version,
                 progress=progress, should_stop=context.cancelled.is_set,
                 rag_instructions=ctx.settings.chat.rag_instructions,
+                persona=ctx.settings.chat.system_prompt,
             )  # fmt: skip
         except TrainCancelled:
             raise JobCancelled from None

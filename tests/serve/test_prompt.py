@@ -8,8 +8,11 @@ import pytest
 
 from ingest.document import Chunk
 from retrieval.retriever import Hit
-from serve.prompt import SYSTEM_RAG, PromptTooLongError, build_messages, neutralise
+from serve.config import ChatConfig
+from serve.prompt import PromptTooLongError, build_messages, neutralise
 from tuning.generator import EchoGenerator
+
+SYSTEM_RAG = f"{ChatConfig().system_prompt}\n\n{ChatConfig().rag_instructions}"
 
 
 def hit(rank: int, text: str, page: int | None = None) -> Hit:

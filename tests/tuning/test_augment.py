@@ -95,3 +95,13 @@ def test_the_shipped_with_context_examples_all_parse_and_most_get_a_variant() ->
     assert all(e.messages[0]["content"].endswith(RAG) for e in out)
     variants = len(out) - len(data.examples)
     assert variants >= 0.9 * len(data.examples)  # the rest have no room beside their passage
+
+
+def test_an_example_without_a_system_prompt_gets_the_servers_default_persona() -> None:
+    bare = Example(with_context("Q?", "Passage.", "doc.md", "It is [1].").messages[1:])
+    out = for_serving([bare], distractors=0, rag_instructions=RAG, persona="Default persona.")
+    assert out[0].messages[0] == {"role": "system", "content": f"Default persona.\n\n{RAG}"}
+    (kept,) = for_serving(EXAMPLES[:1], distractors=0, rag_instructions=RAG, persona="Other.")
+    assert kept.messages[0]["content"] == f"{PERSONA}\n\n{RAG}"  # its own persona wins
+    (alone,) = for_serving([bare], distractors=0, rag_instructions=RAG)
+    assert alone.messages[0] == {"role": "system", "content": RAG}
