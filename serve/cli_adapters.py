@@ -1,12 +1,15 @@
-"""`ragtune adapters list|show|promote|rollback|delete`: the adapter registry from a terminal."""
+"""`ragtune adapters list|show|promote|rollback|delete|export|import`: the registry from a
+terminal."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from serve.settings import Settings
+from tuning.adapter_io import export_adapter, import_adapter
 from tuning.adapters import DEFAULT_ALIAS, AdapterRegistry
 
 
@@ -71,8 +74,29 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    adapter = _registry(settings).resolve(args.ref)
+    print(f"{adapter.ref} -> {export_adapter(adapter, Path(args.dest))}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    registry = _registry(settings)
+    for folder in args.folders:
+        adapter, new = import_adapter(registry, Path(folder), args.name)
+        if args.promote and (new or args.promote not in registry.aliases(adapter.name)):
+            registry.promote(adapter.ref, args.promote)
+        state = "imported" if new else "already there"
+        print(
+            f"{folder} -> {adapter.ref} ({state})" + (f", @{args.promote}" if args.promote else "")
+        )
+    return 0
+
+
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("adapters", help="list, show, promote, roll back or delete adapters")
+    p = sub.add_parser(
+        "adapters", help="list, show, promote, roll back, delete, export or import adapters"
+    )
     verbs = p.add_subparsers(dest="verb", required=True)
     v = verbs.add_parser("list", help="every version, with aliases and validation loss")
     v.add_argument("name", nargs="?", help="only this adapter")
@@ -93,3 +117,14 @@ def add_parser(sub: Any) -> None:
     v = verbs.add_parser("delete", help="delete NAME@vN (not one an alias points at) or NAME")
     v.add_argument("ref")
     v.set_defaults(func=cmd_delete, needs_settings=True)
+    v = verbs.add_parser("export", help="copy one version (weights, config, manifest) to DEST")
+    v.add_argument("ref", help="NAME, NAME@vN or NAME@alias")
+    v.add_argument("dest", help="a new folder")
+    v.set_defaults(func=cmd_export, needs_settings=True)
+    v = verbs.add_parser(
+        "import", help="publish exported folders as new versions (same weights: skipped)"
+    )
+    v.add_argument("folders", nargs="+", help="folders written by `ragtune adapters export`")
+    v.add_argument("--name", help="publish under this name (default: the manifest's)")
+    v.add_argument("--promote", metavar="ALIAS", help="point this alias at it (if new or unset)")
+    v.set_defaults(func=cmd_import, needs_settings=True)
