@@ -109,6 +109,13 @@ class ChatConfig(BaseModel):
         "sources do not say.",
         description="Appended to the system prompt in the retrieval modes.",
     )
+    loop_guard_words: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="End an answer as soon as its last this-many words already appeared, in "
+        "order, earlier in it: a small model's loop (0: never).",
+    )
     focus_chars: int = Field(
         0,
         ge=0,

@@ -18,9 +18,10 @@ from retrieval.read import Filters
 from retrieval.retriever import Hit, Retriever
 from serve.config import ChatConfig
 from serve.focus import focus
+from serve.loops import guarded
 from serve.prompt import build_messages
 from tuning.adapters import WEIGHTS, Adapter, AdapterRegistry, verify_adapter
-from tuning.generator import GenerationParams, Generator, Message, StreamStats
+from tuning.generator import Completion, GenerationParams, Generator, Message, StreamStats
 
 PROMPT_MARGIN = 8  # tokens kept free of the budget: chat templates add a few around the reply
 
@@ -222,7 +223,14 @@ class Pipeline:
 
     def generate(self, prepared: Prepared, params: GenerationParams) -> Answer:
         started = time.perf_counter()
-        done = self.generator.generate(prepared.messages, params, prepared.adapter)
+        if self.config.loop_guard_words:  # through the stream, so the guard can stop it
+            stats = StreamStats()
+            text = "".join(self.stream(prepared, params, None, stats))
+            done = Completion(
+                text, prepared.prompt_tokens, stats.completion_tokens, stats.finish_reason
+            )
+        else:
+            done = self.generator.generate(prepared.messages, params, prepared.adapter)
         timings = {**prepared.timings, "generate_s": time.perf_counter() - started}
         return Answer(
             done.text,
@@ -253,8 +261,12 @@ class Pipeline:
         stats: StreamStats | None = None,
     ) -> Iterator[str]:
         """Text pieces; setting `stop` ends the generation at the next token; `stats` gets the
-        model's own token count when the stream ends."""
-        return self.generator.stream(prepared.messages, params, prepared.adapter, stop, stats)
+        model's own token count when the stream ends. A generation that starts to loop is
+        ended by the repetition guard (`chat.loop_guard_words`)."""
+        words = self.config.loop_guard_words
+        stop = stop or threading.Event()
+        pieces = self.generator.stream(prepared.messages, params, prepared.adapter, stop, stats)
+        return guarded(pieces, stop, words) if words else pieces
 
     def resolve(self, ref: str) -> Adapter:
         """The adapter `ref` names, verified for this base model (safetensors only, checksum)
