@@ -60,7 +60,8 @@ def cases_from_objects(objects: Sequence[Any]) -> CaseSet:
 
 def base_weights_sha256(settings: Settings) -> str | None:
     """The local generator's weights hash (a key of the tone cache); None for other backends."""
-    if settings.generator.backend != "hf":
+    local = settings.generator.backend in ("hf", "auto", "llamacpp")
+    if not local or settings.generator.model.lower().endswith(".gguf"):  # no converted folder
         return None
     from tuning.models import resolve_model_dir, weights_sha256
 

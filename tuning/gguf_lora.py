@@ -8,6 +8,7 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,22 +55,27 @@ class BaseModel:
         return f"{self.path.name}:{stat.st_size}:{self.n_head}:{self.n_head_kv}:{self.n_layer}"
 
 
-def read_base_model(path: Path) -> BaseModel:
-    """Head counts and architecture from the GGUF header (memory-mapped, no weights read)."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(path)
+def base_model_of(path: Path, metadata: Mapping[str, Any]) -> BaseModel:
+    """Head counts and architecture from the GGUF's metadata (key -> value)."""
 
     def field(key: str) -> Any:
-        found = reader.get_field(key)
-        if found is None:
+        if key not in metadata:
             raise AdapterExportError(f"{path.name} has no {key} field")
-        return found.contents()
+        return metadata[key]
 
     arch = str(field("general.architecture"))
     n_head = int(field(f"{arch}.attention.head_count"))
     n_head_kv = int(field(f"{arch}.attention.head_count_kv"))
     return BaseModel(path, arch, n_head, n_head_kv, int(field(f"{arch}.block_count")))
+
+
+def read_base_model(path: Path) -> BaseModel:
+    """`base_model_of` from the GGUF header read with the gguf package (about 3 s: it parses
+    the whole vocabulary; a loaded llama.cpp model has the same metadata at hand)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+    return base_model_of(path, {key: f.contents() for key, f in reader.fields.items()})
 
 
 def rope_order(rows: Any, n_head: int) -> Any:

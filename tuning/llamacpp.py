@@ -15,7 +15,7 @@ from typing import Any
 
 from tuning.adapters import Adapter, verify_adapter
 from tuning.generator import Completion, GenerationParams, GeneratorError, Message, StreamStats
-from tuning.gguf_lora import BaseModel, export_adapter, read_base_model
+from tuning.gguf_lora import BaseModel, base_model_of, export_adapter
 
 _DONE = object()  # ends a stream's queue
 
@@ -82,7 +82,7 @@ class LlamaCppGenerator:
             raise GeneratorError(f"llama.cpp cannot load {gguf}: {exc}") from exc
         self.tokenizer = tokenizer
         self._model_id = model_id
-        self._base: BaseModel = read_base_model(gguf)
+        self._base: BaseModel = base_model_of(gguf, self._llama.metadata)  # for LoRA export
         self._lora_cache = lora_cache
         self.max_adapters = max_adapters
         self.threads = threads
