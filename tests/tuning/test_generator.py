@@ -43,7 +43,7 @@ def test_a_folder_without_a_model_is_refused(tmp_path: Path) -> None:
 def smol(tmp_path_factory: pytest.TempPathFactory) -> tuple[HFGenerator, Path, float]:
     cache = tmp_path_factory.mktemp("models")
     started = time.monotonic()
-    gen = build_generator(GeneratorConfig(), cache)
+    gen = build_generator(GeneratorConfig(backend="hf"), cache)
     assert isinstance(gen, HFGenerator)
     return gen, cache, time.monotonic() - started
 
@@ -55,7 +55,7 @@ def test_packaged_model_is_converted_once_and_reloaded_from_the_cache(smol) -> N
     assert (folder / READY).is_file() and list(folder.glob("*.safetensors"))
     assert not list(folder.glob("*.bin")) and model_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
     started = time.monotonic()
-    again = build_generator(GeneratorConfig(), cache)
+    again = build_generator(GeneratorConfig(backend="hf"), cache)
     reload = time.monotonic() - started
     assert again.count_tokens(QUESTION) > 10
     assert reload < first  # the conversion is not repeated (measured here: ~20 s vs ~1 s)
