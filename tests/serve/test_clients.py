@@ -138,7 +138,7 @@ def servers(data_dir: Path, model_cache_dir: Path) -> Iterator[tuple[Server, Ser
         ports += [port for port in [free_port()] if port not in ports]
     first = spawn_server(
         data_dir.parent / "server.log", ports[0],
-        clean_env(**common, RAGTUNE_SERVER__GENERATION_SLOTS="3"),
+        clean_env(**common, RAGTUNE_SERVER__GENERATION_SLOTS="3", RAGTUNE_GENERATOR__BACKEND="hf"),
     )  # fmt: skip
     remote_env = clean_env(**common, RAGTUNE_GENERATOR__BACKEND="openai",
                            RAGTUNE_GENERATOR__BASE_URL=f"{first.url}/v1")  # fmt: skip
