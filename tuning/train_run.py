@@ -12,7 +12,7 @@ from typing import Any
 
 from tuning.data import Example
 from tuning.train_config import TrainConfig
-from tuning.train_heap import bound_heap, release_heap
+from tuning.train_heap import bounded_heap
 from tuning.train_state import Checkpoint, RunState, Tensors, load_checkpoint, save_checkpoint
 from tuning.train_tokens import (
     Tokenized,
@@ -120,7 +120,6 @@ class LoraRun:
 
         self.started = time.monotonic()
         self.config, self.work_dir = config, work_dir
-        bound_heap()
         self.device = _device(config)
         tokenizer, self.model = load_lora_model(model_dir, config, self.device)
         pad = tokenizer.pad_token_id
@@ -199,16 +198,16 @@ class LoraRun:
         targets = sum(b.targets for b in batches)  # normalise by answer tokens of the whole step
         self.model.train()
         total = 0.0
-        for batch in batches:
-            loss = loss_sum(self.model, batch)
-            if loss.requires_grad:  # a pass whose answer tokens all fell at position 0 has none
-                torch.autograd.backward(loss / targets)
-            total += float(loss.detach())
+        with bounded_heap():
+            for batch in batches:
+                loss = loss_sum(self.model, batch)
+                if loss.requires_grad:  # a pass whose answer tokens all sat at position 0
+                    torch.autograd.backward(loss / targets)
+                total += float(loss.detach())
         if cfg.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params.values(), cfg.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        release_heap()
         self.state.train_tokens += sum(b.tokens for b in batches)
         self.state.train_seconds += time.perf_counter() - began
         return total / targets
