@@ -1,5 +1,6 @@
-"""Figures 1 to 3 of `eval.perf ingest`: ingest throughput against raw encode and LangChain,
-and re-ingest after small changes.
+"""Figures 1 to 3 of `eval.perf ingest`: ingest throughput (vs raw encode, LangChain), re-ingest.
+
+The re-ingest figures follow small changes to the corpus.
 
 Every measurement records wall-clock time (the figure) and CPU time of this process and its
 waited-for children (the PDF parser): on a machine shared with other work, the CPU-time ratio

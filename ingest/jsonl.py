@@ -1,5 +1,7 @@
-"""JSONL intake shared by training data and evaluation cases: every bad line named by number,
-a file refused as a whole only when it is empty or mostly broken."""
+"""JSONL intake shared by training data and evaluation cases, every bad line named by number.
+
+A file is refused as a whole only when it is empty or mostly broken.
+"""
 
 from __future__ import annotations
 

@@ -1,1 +1,4 @@
-"""The application: settings, wiring of the libraries, the `ragtune` command line."""
+"""The application: `Settings`, `Services`, `Pipeline`, jobs, auth; the FastAPI app and CLI.
+
+Core may import retrieval, tuning, ingest; the shell (app, api, cli*) eval too; HTTP is here only.
+"""

@@ -1,5 +1,4 @@
-"""`ragtune adapters list|show|promote|rollback|delete|export|import`: the registry from a
-terminal."""
+"""`ragtune adapters list|show|promote|rollback|delete|export|import`: the registry, by hand."""
 
 from __future__ import annotations
 

@@ -1,1 +1,4 @@
-"""Generators, LoRA training and the adapter registry (see the tuning issue)."""
+"""Generators (llama.cpp, transformers + peft, remote, echo), LoRA training, adapter registry.
+
+May import `ingest` only (never `retrieval`, `serve`, `eval`, HTTP or the environment).
+"""

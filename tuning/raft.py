@@ -1,5 +1,6 @@
-"""Reading-skill (RAFT) training set: questions over passages of a document set, with
-the oracle passage among hard-negative distractors, or absent.
+"""Reading-skill (RAFT) training set: questions over passages of a document set.
+
+The oracle passage comes among hard-negative distractors, or is absent.
 
 Each example is a user turn in the server's format (`Sources:` block of 3-4 numbered passages,
 then `Question:`) and an answer that copies the fact as written and cites the oracle `[n]`;
