@@ -5,7 +5,9 @@ TrainConfig except max_steps, in one process:
 
 1. `train_lora` (validation before and after, checkpoints, callbacks): training tokens/s;
 2. a bare peft loop with the same settings (same model folder, LoRA config, seed, batches,
-   AdamW, clipping) and nothing else: no validation, no checkpoints;
+   AdamW, clipping) and nothing else: no validation, no checkpoints; each batch in one padded
+   forward pass with full logits, where train_lora splits a step into passes of at most
+   micro_batch_tokens (shortest first) and computes logits of answer positions only;
 3. the ratio of (1) to (2) over the steps where train_lora ran no validation (target >= 0.9),
    in wall-clock and in CPU time;
 4. peak memory, minutes for one epoch of the data set on this machine, and the validation loss
