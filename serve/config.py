@@ -110,14 +110,14 @@ class ChatConfig(BaseModel):
         description="Appended to the system prompt in the retrieval modes.",
     )
     loop_guard_words: int = Field(
-        0,
+        6,
         ge=0,
         le=64,
         description="End an answer as soon as its last this-many words already appeared, in "
         "order, earlier in it: a small model's loop (0: never).",
     )
     focus_chars: int = Field(
-        0,
+        400,
         ge=0,
         le=100_000,
         description="Show the model, of each retrieved chunk, only the window of at most this "

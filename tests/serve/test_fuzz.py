@@ -452,7 +452,8 @@ BREAKS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     "index-read": ("services.index", "read", "/v1/documents", {}),
     "registry": ("services.registry", "all", "/v1/adapters", {}),
     "registry-names": ("services.registry", "names", "/v1/models", {}),
-    "generator": ("services.generator", "generate", "/v1/chat/completions", {"json": CHAT}),
+    # A whole answer is generated through the stream (the repetition guard watches it).
+    "generator": ("services.generator", "stream", "/v1/chat/completions", {"json": CHAT}),
     "jobs": ("app.state.ctx.jobs", "list", "/v1/jobs", {}),
 }
 

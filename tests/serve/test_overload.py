@@ -67,7 +67,9 @@ def serve_main(spec: dict[str, Any]) -> None:
     from serve.services import Services
 
     root = Path(spec["root"])
-    settings = make_settings(root, server=spec["server"])
+    # No repetition guard: with it, whole answers are generated through stream(), and the
+    # held generator holds generate() only.
+    settings = make_settings(root, server=spec["server"], chat={"loop_guard_words": 0})
     services = Services.build(settings)
     services._generator = HeldGenerator(root / "release", spec["pace"], spec["words"])
     services.indexer().ingest([write_corpus(root / "corpus")], sync=True)
