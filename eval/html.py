@@ -1,14 +1,16 @@
-"""The self-contained HTML comparison report: tables, inline SVG plots, every answer (escaped)."""
+"""The self-contained HTML comparison report (tables, SVG plots, answers) and writing its files."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
 from html import escape
+from pathlib import Path
 from typing import Any
 
-from eval.report import fmt_ci
+from eval.report import HTML_NAME, JSON_NAME, Report, fmt_ci
 from eval.svg import bar_chart, colour, forest_plot, latency_plot
+from ingest.atomic import atomic_write_text
 
 # Nothing may load from elsewhere, and no script may run even if a model's answer got through.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -233,3 +235,13 @@ def render_html(data: Mapping[str, Any]) -> str:
         + "".join(body)
         + "</body></html>\n"
     )
+
+
+def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
+    """report.json and report.html in `out_dir` (created), each written atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = report.to_dict()
+    paths = {"json": out_dir / JSON_NAME, "html": out_dir / HTML_NAME}
+    atomic_write_text(paths["json"], json.dumps(data, indent=1, ensure_ascii=False))
+    atomic_write_text(paths["html"], render_html(data))
+    return paths

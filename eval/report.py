@@ -1,18 +1,15 @@
-"""The comparison `Report`: JSON for machines, files on disk, and a terminal summary table."""
+"""The comparison `Report`: its data (JSON for machines) and a terminal summary table."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from eval import aggregate
 from eval.arms import QuestionResult
 from eval.metrics import METRIC_BY_NAME, METRICS
-from ingest.atomic import atomic_write_text
 from serve.pipeline import Mode
 
 SCHEMA = "ragtune.comparison/1"
@@ -97,18 +94,6 @@ class Report:
         full["object"] = "comparison"
         full["questions"] = finite([q.to_dict() for q in self.questions])
         return full
-
-
-def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
-    """report.json and report.html in `out_dir` (created), each written atomically."""
-    from eval.html import render_html  # the HTML writer is only needed here
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = report.to_dict()
-    paths = {"json": out_dir / JSON_NAME, "html": out_dir / HTML_NAME}
-    atomic_write_text(paths["json"], json.dumps(data, indent=1, ensure_ascii=False))
-    atomic_write_text(paths["html"], render_html(data))
-    return paths
 
 
 def fmt_ci(cell: dict[str, Any] | None, digits: int = 2) -> str:

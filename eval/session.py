@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from eval.cases import CaseError, CaseSet, load_cases
-from eval.report import Report, write_report
+from eval.html import write_report
+from eval.report import Report
 from eval.runner import ComparisonError, greedy_params, run_comparison
 from eval.tone_baseline import Progress, ToneSetup
 from serve.pipeline import Mode, Pipeline

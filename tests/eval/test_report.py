@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from eval.cases import EvalCase
-from eval.html import render_html
-from eval.report import Report, format_summary, write_report
+from eval.html import render_html, write_report
+from eval.report import Report, format_summary
 from eval.runner import ALL_ARMS, greedy_params, run_comparison
 from eval.svg import bar_chart, forest_plot, latency_plot
 from eval.tone_baseline import ToneSetup
