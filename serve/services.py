@@ -11,7 +11,8 @@ from retrieval.retriever import Retriever
 from serve.pipeline import Pipeline
 from serve.settings import Settings
 from tuning.adapters import AdapterRegistry
-from tuning.generator import Generator, build_generator
+from tuning.backends import build_generator
+from tuning.generator import Generator
 
 
 @dataclass

@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tuning.backends import build_generator
 from tuning.config import GeneratorConfig
-from tuning.generator import (
-    EchoGenerator,
-    GenerationParams,
-    GeneratorError,
-    HFGenerator,
-    StreamStats,
-    _CountingStreamer,
-    build_generator,
-)
+from tuning.generator import EchoGenerator, GenerationParams, GeneratorError, StreamStats
+from tuning.hf import HFGenerator, _CountingStreamer
 from tuning.models import READY, resolve_model_dir
 
 QUESTION = [

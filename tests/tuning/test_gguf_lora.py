@@ -221,8 +221,9 @@ def test_exported_adapter_gives_peft_greedy_tokens(
     and the answers part from there."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tuning.backends import build_generator
     from tuning.config import GeneratorConfig
-    from tuning.generator import GenerationParams, build_generator
+    from tuning.generator import GenerationParams
     from tuning.gguf_lora import export_adapter
     from tuning.lora import attach
     from tuning.models import packaged_gguf

@@ -13,8 +13,9 @@ import pytest
 from pydantic import ValidationError
 
 from tuning.adapters import Adapter, AdapterRegistry
+from tuning.backends import build_generator
 from tuning.config import PACKAGED_GENERATOR, GeneratorConfig
-from tuning.generator import GenerationParams, GeneratorError, StreamStats, build_generator
+from tuning.generator import GenerationParams, GeneratorError, StreamStats
 from tuning.llamacpp import LlamaCppUnavailableError, TextPieces, import_llama_cpp
 from tuning.llamacpp_build import build_llamacpp
 
