@@ -7,8 +7,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 import anyio
 from fastapi import FastAPI
@@ -17,30 +15,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.atomic import remove_stale_temp_files
 from serve import errors
+from serve.api import admin, chat, compare, documents, system
 from serve.audit import AuditLog
 from serve.auth import KeyRing
+from serve.context import AppContext
 from serve.gate import Gate
 from serve.jobs import JobManager
 from serve.metrics import Metrics
-from serve.pipeline import Pipeline
 from serve.services import Services
 from serve.settings import Settings
 
 log = logging.getLogger(__name__)
 MULTIPART_OVERHEAD = 64 * 1024
-
-
-@dataclass
-class AppContext:
-    """Everything the routes share; built once in the lifespan."""
-
-    settings: Settings
-    services: Services
-    pipeline: Pipeline
-    gate: Gate
-    metrics: Metrics
-    audit: AuditLog | None
-    jobs: JobManager
 
 
 def job_error(exc: Exception) -> tuple[str, str]:
@@ -180,12 +166,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
 
 def _routes(app: FastAPI) -> None:
-    from serve.api import admin, chat, compare, documents, system
-
     for module in (chat, system, documents, admin, compare):
         app.include_router(module.router)
-
-
-def context(app: Any) -> AppContext:
-    ctx: AppContext = app.state.ctx
-    return ctx

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from ingest.atomic import atomic_write_bytes
 from serve.api.deps import AS_ADMIN, AS_READER, WITH_BODY, Admin, Ctx, Reader
 from serve.api.schema import CleanStr, check_tree
-from serve.app import AppContext
+from serve.context import AppContext
 from serve.errors import ApiError, documented
 from serve.jobs import JobCancelled, JobContext
 from tuning.adapters import DEFAULT_ALIAS, AdapterRegistry, check_alias, check_name

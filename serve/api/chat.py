@@ -20,8 +20,8 @@ from starlette.types import Receive, Scope, Send
 from retrieval.read import Filters
 from serve.api.deps import AS_READER, WITH_BODY, Ctx, Reader
 from serve.api.schema import ChatCompletionRequest, public_roots, public_source
-from serve.app import AppContext
 from serve.auth import Principal
+from serve.context import AppContext
 from serve.errors import ApiError, body, documented, to_api_error
 from serve.pipeline import Answer, Prepared, Route
 from tuning.generator import GenerationParams, StreamStats

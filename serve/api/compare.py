@@ -27,7 +27,7 @@ from eval.session import (
 from eval.tone_baseline import DEFAULT_QUESTIONS
 from serve.api.deps import AS_ADMIN, WITH_BODY, Admin, Ctx
 from serve.api.schema import CleanStr, check_tree
-from serve.app import AppContext
+from serve.context import AppContext
 from serve.errors import ApiError, documented
 from serve.jobs import Job, JobCancelled, JobContext, JobNotFoundError
 from serve.pipeline import Mode

@@ -9,9 +9,9 @@ from urllib.parse import unquote_to_bytes
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from serve.app import AppContext, context
 from serve.auth import Principal, require
 from serve.config import Role
+from serve.context import AppContext, context
 from serve.errors import ApiError
 
 # Only declares the scheme in the OpenAPI schema (clients and /docs learn to send a key);

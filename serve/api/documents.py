@@ -19,8 +19,8 @@ from retrieval.indexer import IngestRoot, Progress
 from retrieval.read import get_document, list_documents
 from serve.api.deps import AS_EDITOR, WITH_BODY, Ctx, Editor
 from serve.api.schema import clean_text, public_roots, public_source
-from serve.app import AppContext
 from serve.auth import Principal
+from serve.context import AppContext
 from serve.errors import ApiError, documented, public_message
 from serve.jobs import Job, JobContext, JobNotFoundError
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from serve.api.deps import AS_READER, PUBLIC, Ctx, Reader
-from serve.app import AppContext
+from serve.context import AppContext
 from serve.errors import documented
 from serve.pipeline import Mode
 from tuning.adapters import DEFAULT_ALIAS
