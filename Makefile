@@ -75,13 +75,13 @@ reliability: setup
 	$(PY) -m pytest -m promise -q --reliability-table .ragtune/reliability.json
 
 bench: setup
-	$(PY) -m eval.perf ingest
+	$(PY) -m eval.bench.ingest
 
 bench-serve: setup
-	$(PY) -m eval.perf_serve
+	$(PY) -m eval.bench.serve
 
 bench-train: setup
-	$(PY) -m eval.perf_train
+	$(PY) -m eval.bench.train
 
 clean:
 	rm -rf $(VENV) .ragtune .pytest_cache .mypy_cache .ruff_cache

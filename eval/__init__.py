@@ -1,4 +1,4 @@
-"""Comparisons of answer modes and performance benchmarks, through the same code the server runs.
+"""Comparisons of answer modes (benchmarks: `eval.bench`), through the same code the server runs.
 
 May import serve's core (Pipeline, Settings), retrieval, tuning, ingest; never serve's shell.
 """

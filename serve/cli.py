@@ -31,7 +31,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # OpenMP threads that spin while idle made generation 4-6x slower whenever another thread
-    # or process wanted the 2 cores (measured by eval.perf_serve); must precede importing torch.
+    # or process wanted the 2 cores (measured by eval.bench.serve); must precede importing torch.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from transformers.utils import logging as hf_logging
 

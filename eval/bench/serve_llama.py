@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 
-from eval.perf_report import Report
-from eval.perf_serve_bare import Bare, BareRun, load_bare
-from eval.perf_serve_load import TIMEOUT_S, Sizes, StreamRun, rate, stream_chat
+from eval.bench.report import Report
+from eval.bench.serve_bare import Bare, BareRun, load_bare
+from eval.bench.serve_load import TIMEOUT_S, Sizes, StreamRun, rate, stream_chat
 from serve.settings import Settings
 from tuning.adapters import CONFIG, WEIGHTS, AdapterRegistry
 from tuning.generator import Message

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from eval.perf_report import Report
-from eval.perf_serve_llama import (
+from eval.bench.report import Report
+from eval.bench.serve_llama import (
     BENCH_ADAPTER,
     bench_adapter,
     cold_start,
     publish_bench_adapter,
     ttft_targets,
 )
-from eval.perf_serve_load import Sizes
+from eval.bench.serve_load import Sizes
 from serve.settings import Settings
-from tests.eval.test_perf_serve import fake_settings, serving  # noqa: F401 (a fixture)
+from tests.eval.bench.test_serve import fake_settings, serving  # noqa: F401 (a fixture)
 from tuning.adapters import WEIGHTS, AdapterRegistry
 
 TINY = Sizes(questions=1, repeats=2, max_tokens=8, load_max_tokens=4, load=((1, 1),))

@@ -1,14 +1,87 @@
-"""Figures of a benchmark run: a printed table (with targets and PASS/MISS) and a JSON form."""
+"""What every benchmark shares: timing, its figures (table with targets, JSON), its command line."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from serve.settings import CHECKOUT
+
+MODEL_CACHE = CHECKOUT / ".ragtune" / "models"  # git-ignored; the conversion is reused
+
+
+def command_line(
+    module: str, doc: str | None, model_cache: bool = False
+) -> argparse.ArgumentParser:
+    """`python -m <module>`'s parser, described by its docstring's first line, with `--out`
+    (and `--model-cache`)."""
+    args = argparse.ArgumentParser(
+        prog=f"python -m {module}", description=(doc or "").split("\n")[0]
+    )
+    args.add_argument("--out", type=Path, help="also write the figures as JSON to this file")
+    if model_cache:
+        args.add_argument(
+            "--model-cache",
+            type=Path,
+            default=MODEL_CACHE,
+            help=f"converted-model cache (default {MODEL_CACHE})",
+        )
+    return args
+
+
+def machine() -> dict[str, Any]:
+    """The CPUs, torch's threads (where torch is installed) and the load average now."""
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "load_at_start": os.getloadavg()}
+    with contextlib.suppress(ImportError):
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["torch"] = torch.__version__
+    return info
+
+
+@dataclass(frozen=True)
+class Timing:
+    wall: float  # seconds
+    cpu: float  # CPU seconds of this process and its waited-for children
+
+    @staticmethod
+    def best(runs: Sequence[Timing]) -> Timing:
+        """The shortest wall-clock and the smallest CPU time over `runs`."""
+        return Timing(min(t.wall for t in runs), min(t.cpu for t in runs))
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def measure(fn: Callable[..., Any], *args: Any) -> tuple[Timing, Any]:
+    wall, cpu = time.perf_counter(), _cpu()
+    result = fn(*args)
+    return Timing(time.perf_counter() - wall, _cpu() - cpu), result
+
+
+def timed_ms(fn: Callable[[int], Any], n: int, warmup: int) -> list[float]:
+    """Milliseconds of `fn(i)` for i in range(n), after `warmup` untimed calls."""
+    for i in range(warmup):
+        fn(i % n)
+    out: list[float] = []
+    for i in range(n):
+        t = time.perf_counter()
+        fn(i)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
 
 
 @dataclass
@@ -112,3 +185,19 @@ class Report:
             "info": self.info,
             "seconds": round(time.monotonic() - self.started, 1),
         }
+
+    def finish(self, out: Path | None, machine: dict[str, Any] | None = None) -> None:
+        """Note the load average at the end (in `machine`, else in `info`); write the JSON to
+        `out`, if given."""
+        (self.info if machine is None else machine)["load_at_end"] = os.getloadavg()
+        if out is not None:
+            out.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+
+    def machine_line(self, machine: Mapping[str, Any] | None = None) -> str:
+        """CPUs, threads, load at start and end (`machine`, else `info`) and the time in all."""
+        m = self.info if machine is None else machine
+        return (
+            f"machine: {m['cpus']} CPUs, torch threads {m.get('torch_threads')}, "
+            f"load average {m['load_at_start'][0]:.2f} at start, "
+            f"{m['load_at_end'][0]:.2f} at end; {self.to_json()['seconds']} s in all"
+        )

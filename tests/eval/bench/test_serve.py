@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from eval.perf_report import Report
-from eval.perf_serve import prepare_prompts
-from eval.perf_serve_bare import EchoBare, bench_requests
-from eval.perf_serve_load import Sizes, bench_load
+from eval.bench.report import Report
+from eval.bench.serve import prepare_prompts
+from eval.bench.serve_bare import EchoBare, bench_requests
+from eval.bench.serve_load import Sizes, bench_load
 from serve.app import create_app
 from serve.services import Services
 from serve.settings import Settings
@@ -96,7 +96,7 @@ def test_core_reports_every_figure(fake_settings: Settings) -> None:
 def test_script_runs_a_real_server_process(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "eval.perf_serve", "--quick", "--fake", "--out", str(out),
+        [sys.executable, "-m", "eval.bench.serve", "--quick", "--fake", "--out", str(out),
          "--tmp", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -107,7 +107,7 @@ def test_script_runs_a_real_server_process(tmp_path: Path) -> None:
         assert data["figures"][key]["label"] in proc.stdout
     assert data["figures"]["load.c16.errors"]["value"] == 0
     info = data["info"]
-    assert info["command"].startswith("python -m eval.perf_serve --quick --fake")
+    assert info["command"].startswith("python -m eval.bench.serve --quick --fake")
     assert info["machine"]["cpus"] >= 1 and info["model"]["model_id"] == "echo"
     assert info["server_env"]["RAGTUNE_SERVER__MAX_QUEUE"] == "8"
     assert list(tmp_path.glob("ragtune-perf-serve-*")) == []  # the temporary data dir is gone

@@ -26,7 +26,7 @@ REQUIRED = [
 def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "eval.perf", "ingest", "--quick", "--out", str(out), "--tmp", str(tmp_path)],
+        [sys.executable, "-m", "eval.bench.ingest", "--quick", "--out", str(out), "--tmp", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -11,8 +11,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from eval.perf_report import Latency, Report
-from eval.perf_serve_load import TIMEOUT_S, Sizes, StreamRun, rate, stream_chat
+from eval.bench.report import Latency, Report
+from eval.bench.serve_load import TIMEOUT_S, Sizes, StreamRun, rate, stream_chat
 from serve.settings import Settings
 from tuning.generator import EchoGenerator, Message
 

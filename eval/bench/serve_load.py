@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from eval.perf_report import Latency, Report
+from eval.bench.report import Latency, Report
 
 CHAT = "/v1/chat/completions"
 TIMEOUT_S = 900.0  # a request queued behind 16 others on a slow CPU still finishes

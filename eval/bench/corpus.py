@@ -1,4 +1,4 @@
-"""Synthetic but realistic text for `eval.perf`: a generated corpus, chunk texts and queries.
+"""Synthetic but realistic text for the ingest benchmark: a generated corpus, chunks and queries.
 
 Sentences are taken from the sample corpus (data/corpus, Markdown, text and HTML files) and
 recombined at random, with every number replaced by a random one of the same length, so
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ingest.text import html_to_text
 
-SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "data" / "corpus"
+SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "data" / "corpus"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"(])")
 _NUMBER = re.compile(r"\d+")
 _MARKUP = re.compile(r"^\s*(?:[#>|*-]|\d+\.|={3,}|-{3,})")

@@ -1,4 +1,4 @@
-"""Training benchmark: `python -m eval.perf_train [--steps N] [--sequential] [--out FILE]`.
+"""Training benchmark: `python -m eval.bench.train [--steps N] [--sequential] [--out FILE]`.
 
 On the packaged SmolLM2-135M-Instruct and data/tone/brand_voice.jsonl, with the default
 TrainConfig except max_steps, in one process:
@@ -22,9 +22,7 @@ Tokens are non-padding tokens. Progress goes to stderr, the table to stdout.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import os
 import sys
 import tempfile
@@ -34,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.perf_report import Report
+from eval.bench.report import Report, command_line, machine
+from serve.settings import CHECKOUT
 from tuning.config import PACKAGED_GENERATOR
 from tuning.data import Example, load_examples, split_examples
 from tuning.models import resolve_model_dir
@@ -42,9 +41,7 @@ from tuning.train import TrainProgress, TrainResult, train_lora
 from tuning.train_config import TrainConfig
 from tuning.train_tokens import Tokenized, collate, loss_sum, step_batches, tokenize_examples
 
-CHECKOUT = Path(__file__).resolve().parent.parent
 DATA = CHECKOUT / "data" / "tone" / "brand_voice.jsonl"
-DEFAULT_MODEL_CACHE = CHECKOUT / ".ragtune" / "models"  # git-ignored; conversion reused
 
 
 @dataclass
@@ -232,16 +229,8 @@ def _setup(steps: int, model_cache: Path, data: Path) -> Setup:
 
 def run(steps: int, sequential: bool, out: Path | None, model_cache: Path, data: Path) -> Report:
     os.environ["HF_HUB_OFFLINE"] = "1"
-    import torch
-
     report = Report()
-    report.info.update(
-        cpus=os.cpu_count(),
-        torch_threads=torch.get_num_threads(),
-        load_at_start=os.getloadavg(),
-        steps=steps,
-        sequential=sequential,
-    )
+    report.info.update(**machine(), steps=steps, sequential=sequential)
     setup = _setup(steps, model_cache, data)
     report.info["config"] = setup.config.model_dump(mode="json")
     mode = "one after the other" if sequential else "in lockstep"
@@ -260,41 +249,25 @@ def run(steps: int, sequential: bool, out: Path | None, model_cache: Path, data:
     epoch_tokens = sum(len(t.input_ids) for t in setup.train_items)
     memory = "peak RSS, " + ("train_lora alone" if sequential else "both models resident")
     _figures(report, result, clock, bare.timed, epoch_tokens, val_s, bare_val, memory)
-    report.info["load_at_end"] = os.getloadavg()
-    if out is not None:
-        out.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    report.finish(out)
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m eval.perf_train", description=(__doc__ or "").split("\n")[0]
-    )
+    parser = command_line("eval.bench.train", __doc__, model_cache=True)
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps of each loop")
     parser.add_argument(
         "--sequential",
         action="store_true",
         help="train_lora first, alone (its own peak memory), then the bare loop",
     )
-    parser.add_argument("--out", type=Path, help="also write the figures as JSON to this file")
     parser.add_argument("--data", type=Path, default=DATA, help="JSONL training data")
-    parser.add_argument(
-        "--model-cache",
-        type=Path,
-        default=DEFAULT_MODEL_CACHE,
-        help=f"converted-model cache (default {DEFAULT_MODEL_CACHE})",
-    )
     args = parser.parse_args(argv)
     if args.steps < 2:
         parser.error("--steps must be at least 2 (the last step is followed by a validation)")
     report = run(args.steps, args.sequential, args.out, args.model_cache, args.data)
     print(report.table())
-    info = report.info
-    print(
-        f"\nmachine: {info['cpus']} CPUs, torch threads {info['torch_threads']}, "
-        f"load average {info['load_at_start'][0]:.2f} at start, "
-        f"{info['load_at_end'][0]:.2f} at end; {report.to_json()['seconds']} s in all"
-    )
+    print(f"\n{report.machine_line()}")
     return 0
 
 

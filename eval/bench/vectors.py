@@ -1,4 +1,4 @@
-"""Large synthetic indexes for `eval.perf`: built through `IndexWriter`, searched as in serving.
+"""Large synthetic indexes for the ingest benchmark: built with `IndexWriter`, searched as served.
 
 Chunks are real-looking prose (recombined sample-corpus sentences, so FTS5 has realistic
 content) with random unit vectors; the query embedding is replaced by a precomputed vector
@@ -8,14 +8,13 @@ content) with random unit vectors; the query embedding is replaced by a precompu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from eval.perf_report import Latency
+from eval.bench.report import Latency, timed_ms
 from ingest.document import Chunk, Document, PageSpan, sha256_hex
 from retrieval.config import IndexConfig, RetrievalConfig, SearchMode
 from retrieval.embedder import HashEmbedder, Vectors
@@ -141,18 +140,6 @@ def commit_one_chunk_change(index: Index, rng: np.random.Generator, text: str) -
 def pk_to_id(index: Index) -> list[tuple[int, str]]:
     with index.read() as view:
         return [(int(r[0]), str(r[1])) for r in view.conn.execute("SELECT pk, id FROM chunks")]
-
-
-def timed_ms(fn: Callable[[int], Any], n: int, warmup: int) -> list[float]:
-    """Milliseconds of `fn(i)` for i in range(n), after `warmup` untimed calls."""
-    for i in range(warmup):
-        fn(i % n)
-    out: list[float] = []
-    for i in range(n):
-        t = time.perf_counter()
-        fn(i)
-        out.append((time.perf_counter() - t) * 1000)
-    return out
 
 
 def retrieve_latency(

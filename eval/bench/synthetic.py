@@ -1,4 +1,4 @@
-"""Figures 4 and 5 of `eval.perf ingest` at a large size: synthetic flat and HNSW indexes.
+"""Figures 4 and 5 of `eval.bench.ingest` at a large size: synthetic flat and HNSW indexes.
 
 Both indexes hold the same chunks (recombined sample-corpus prose, for FTS5) and the same random
 unit vectors, built through `IndexWriter` in one commit each. Latencies are of
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.perf_corpus import QUERIES, SentencePool, chunk_texts
-from eval.perf_report import Latency, Report
-from eval.perf_vectors import (
+from eval.bench.corpus import QUERIES, SentencePool, chunk_texts
+from eval.bench.report import Latency, Report
+from eval.bench.vectors import (
     build_index,
     commit_one_chunk_change,
     dense_search,

@@ -1,4 +1,4 @@
-"""The LangChain way of ingesting a folder, as the baseline `eval.perf ingest` compares with.
+"""The LangChain way of ingesting a folder, as the baseline `eval.bench.ingest` compares with.
 
 PyPDFLoader for PDFs, TextLoader for text and Markdown, HTML through BSHTMLLoader when bs4 is
 installed (else the standard library's HTML parser: a plain read with the tags stripped),

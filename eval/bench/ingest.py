@@ -1,7 +1,7 @@
-"""Performance benchmarks: `python -m eval.perf ingest [--quick] [--out FILE]`.
+"""Ingest benchmark: `python -m eval.bench.ingest [--quick] [--out FILE]`.
 
 A benchmark, never a test: it prints figures, and every ratio is taken against a baseline run in
-the same process, on the same machine, at the same time. `ingest` measures, on the sample corpus
+the same process, on the same machine, at the same time. It measures, on the sample corpus
 (data/corpus) and on a generated corpus of at least 2,000 chunks:
 
 1. ingest throughput (fresh index) and its ratio to the embedder's raw `encode` throughput on the
@@ -24,8 +24,6 @@ other work shares the machine. Progress goes to stderr, the table to stdout.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import random
 import sys
@@ -34,19 +32,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.perf_corpus import (
+from eval.bench.corpus import (
     QUERIES,
     SAMPLE_CORPUS,
     SentencePool,
     write_corpus,
 )
-from eval.perf_ingest import bench_ingest, bench_reindex
-from eval.perf_report import Latency, Report
-from eval.perf_synthetic import bench_synthetic
-from eval.perf_vectors import (
-    retrieve_latency,
-    timed_ms,
-)
+from eval.bench.report import Latency, Report, command_line, machine, timed_ms
+from eval.bench.synthetic import bench_synthetic
+from eval.bench.throughput import bench_ingest, bench_reindex
+from eval.bench.vectors import retrieve_latency
 from retrieval.config import EmbedderConfig, RetrievalConfig, SearchMode
 from retrieval.embedder import Embedder, build_embedder
 from retrieval.index import Index
@@ -154,17 +149,13 @@ def _versions() -> dict[str, str]:
 def run_ingest(sizes: Sizes, out: Path | None, keep: Path | None) -> Report:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    import torch
-
-    from eval.perf_langchain import LangChainBaseline, html_loader_name, quiet_langchain
+    from eval.bench.langchain_baseline import LangChainBaseline, html_loader_name, quiet_langchain
 
     quiet_langchain()
     report = Report()
     report.info.update(
         sizes=sizes.__dict__,
-        cpus=os.cpu_count(),
-        torch_threads=torch.get_num_threads(),
-        load_at_start=os.getloadavg(),
+        **machine(),
         versions=_versions(),
         langchain_html_loader=html_loader_name(),
     )
@@ -204,23 +195,16 @@ def run_ingest(sizes: Sizes, out: Path | None, keep: Path | None) -> Report:
         bench_retrieval_real(report, gen.index, embedder, gen.chunks)
         gen.index.close()
         bench_synthetic(report, work, pool, sizes.vectors, sizes.keyword_queries, embedder.dim)
-    report.info["load_at_end"] = os.getloadavg()
-    if out is not None:
-        out.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    report.finish(out)
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m eval.perf", description=(__doc__ or "").split("\n")[0]
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    ingest = commands.add_parser("ingest", help="ingest, re-index, retrieval and HNSW figures")
-    ingest.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    ingest.add_argument("--out", type=Path, help="also write the figures as JSON to this file")
-    ingest.add_argument("--repeats", type=int, help="runs per ingest measurement (best kept)")
-    ingest.add_argument("--vectors", type=int, help="size of the synthetic index")
-    ingest.add_argument("--tmp", type=Path, help="folder for the temporary indexes and corpus")
+    parser = command_line("eval.bench.ingest", __doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--repeats", type=int, help="runs per ingest measurement (best kept)")
+    parser.add_argument("--vectors", type=int, help="size of the synthetic index")
+    parser.add_argument("--tmp", type=Path, help="folder for the temporary indexes and corpus")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.repeats:
@@ -236,11 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = Sizes(**{**sizes.__dict__, "vectors": args.vectors})
     report = run_ingest(sizes, args.out, args.tmp)
     print(report.table())
-    print(
-        f"\nmachine: {report.info['cpus']} CPUs, torch threads {report.info['torch_threads']}, "
-        f"load average {report.info['load_at_start'][0]:.2f} at start, "
-        f"{report.info['load_at_end'][0]:.2f} at end; {report.to_json()['seconds']} s in all"
-    )
+    print(f"\n{report.machine_line()}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Figures 1 to 3 of `eval.perf ingest`: ingest throughput (vs raw encode, LangChain), re-ingest.
+"""Figures 1 to 3 of `eval.bench.ingest`: ingest throughput (vs raw encode, LangChain), re-ingest.
 
 The re-ingest figures follow small changes to the corpus.
 
@@ -9,43 +9,18 @@ shows what the wall-clock ratio would be without the interference.
 
 from __future__ import annotations
 
-import os
 import random
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from eval.perf_corpus import SentencePool, modify_files
-from eval.perf_langchain import LangChainBaseline, LangChainRun
-from eval.perf_report import Report
+from eval.bench.corpus import SentencePool, modify_files
+from eval.bench.langchain_baseline import LangChainBaseline, LangChainRun
+from eval.bench.report import Report, Timing, measure
 from ingest.config import IngestConfig
 from retrieval.embedder import Embedder
 from retrieval.index import Index
 from retrieval.indexer import Indexer, IngestReport
-
-
-@dataclass(frozen=True)
-class Timing:
-    wall: float  # seconds
-    cpu: float  # CPU seconds of this process and its waited-for children
-
-
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def measure(fn: Callable[..., Any], *args: Any) -> tuple[Timing, Any]:
-    wall, cpu = time.perf_counter(), _cpu()
-    result = fn(*args)
-    return Timing(time.perf_counter() - wall, _cpu() - cpu), result
-
-
-def _best(runs: Sequence[Timing]) -> Timing:
-    """The shortest wall-clock and the smallest CPU time over `runs`."""
-    return Timing(min(t.wall for t in runs), min(t.cpu for t in runs))
 
 
 @dataclass
@@ -109,7 +84,7 @@ def bench_ingest(
             lc_runs.append(run)
             report.log(f"{label}: LangChain {run.chunks} chunks in {timing.wall:.1f} s")
     assert index is not None
-    ing, enc, lc = _best(ingest_t), _best(encode_t), _best(lc_t)
+    ing, enc, lc = Timing.best(ingest_t), Timing.best(encode_t), Timing.best(lc_t)
     lc_chunks = lc_runs[0].chunks
     best = f"best of {repeats}" if repeats > 1 else "1 run"
     lc_best = f"best of {lc_repeats}" if lc_repeats > 1 else "1 run"

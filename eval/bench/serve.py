@@ -1,4 +1,4 @@
-"""Serving benchmark: `python -m eval.perf_serve [--quick] [--out FILE] [--tmp DIR]`.
+"""Serving benchmark: `python -m eval.bench.serve [--quick] [--out FILE] [--tmp DIR]`.
 
 Through a real `ragtune serve` process with the packaged SmolLM2 model, on the sample corpus:
 
@@ -31,7 +31,6 @@ Progress goes to stderr, the table to stdout.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import json
@@ -49,9 +48,9 @@ from typing import Any
 
 import httpx
 
-from eval.perf_report import Report
-from eval.perf_serve_bare import Bare, Prompt, bench_requests
-from eval.perf_serve_llama import (
+from eval.bench.report import Report, command_line, machine
+from eval.bench.serve_bare import Bare, Prompt, bench_requests
+from eval.bench.serve_llama import (
     LlamaBare,
     bench_adapter,
     choose_bare,
@@ -60,14 +59,13 @@ from eval.perf_serve_llama import (
     publish_bench_adapter,
     ttft_targets,
 )
-from eval.perf_serve_load import FULL, QUICK, Sizes, bench_load
+from eval.bench.serve_load import FULL, QUICK, Sizes, bench_load
 from serve.services import Services
 from serve.settings import CHECKOUT, Settings
 from tuning.generator import GenerationParams
 
 CORPUS = CHECKOUT / "data" / "corpus"
 CASES = CHECKOUT / "data" / "eval" / "cases.jsonl"
-DEFAULT_MODEL_CACHE = CHECKOUT / ".ragtune" / "models"  # git-ignored; conversion reused
 # Fixed eval questions whose greedy base answers reach 64 tokens (rag answers stay shorter: the
 # prompt asks for brevity, and their ~1,000-token prompts make prefill the larger part).
 QUESTION_IDS = ("q001", "q002", "q004", "q005", "q007")
@@ -228,14 +226,7 @@ def bench_server(
 
 
 def machine_info(bare: Bare) -> dict[str, Any]:
-    info: dict[str, Any] = {"cpus": os.cpu_count(), "load_at_start": os.getloadavg()}
-    with contextlib.suppress(ImportError):
-        import torch
-
-        info["torch_threads"] = torch.get_num_threads()
-        info["torch"] = torch.__version__
-    info["bare"] = bare.describe()
-    return info
+    return {**machine(), "bare": bare.describe()}
 
 
 def run_serve(
@@ -292,21 +283,16 @@ def run_serve(
             model_id = str(health["generator"]["model_id"])
             tuned = publish_bench_adapter(settings, model_id, None if fake else model_dir(settings))
             bench_server(report, server.url, bare, prompts, sizes, server.pid, tuned)
-    report.info["machine"]["load_at_end"] = os.getloadavg()
-    if out is not None:
-        out.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    report.finish(out, report.info["machine"])
     return report
 
 
 def summary(report: Report) -> str:
     info = report.info
-    machine = info["machine"]
     model = info.get("model") or {}
     lines = [
-        f"model: {model.get('model_id')} ({model.get('backend')}); bare: {machine['bare']}",
-        f"machine: {machine['cpus']} CPUs, torch threads {machine.get('torch_threads')}, load "
-        f"average {machine['load_at_start'][0]:.2f} at start, {machine['load_at_end'][0]:.2f} "
-        f"at end; {report.to_json()['seconds']} s in all",
+        f"model: {model.get('model_id')} ({model.get('backend')}); bare: {info['machine']['bare']}",
+        report.machine_line(info["machine"]),
         f"same text from server and bare model: {info.get('texts_match')}; same sources: "
         f"{info.get('sources_match')}; OMP_WAIT_POLICY {info['omp_wait_policy']}",
         f"command: {info['command']}",
@@ -315,18 +301,9 @@ def summary(report: Report) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m eval.perf_serve", description=(__doc__ or "").split("\n")[0]
-    )
+    parser = command_line("eval.bench.serve", __doc__, model_cache=True)
     parser.add_argument("--quick", action="store_true", help="small sizes (under 2 minutes)")
-    parser.add_argument("--out", type=Path, help="also write the figures as JSON to this file")
     parser.add_argument("--tmp", type=Path, help="folder for the data dir and the server log")
-    parser.add_argument(
-        "--model-cache",
-        type=Path,
-        default=DEFAULT_MODEL_CACHE,
-        help=f"converted-model cache (default {DEFAULT_MODEL_CACHE})",
-    )
     parser.add_argument("--fake", action="store_true", help="echo generator + hash embedder")
     parser.add_argument(
         "--omp-default",
@@ -348,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp=args.tmp,
         model_cache=args.model_cache,
         fake=args.fake,
-        command=shlex.join(["python", "-m", "eval.perf_serve", *shown]),
+        command=shlex.join(["python", "-m", "eval.bench.serve", *shown]),
     )
     print(report.table())
     print()
