@@ -36,7 +36,10 @@ $(STAMP): pyproject.toml
 
 run: setup
 	$(VENV)/bin/ragtune ingest data/corpus --sync
-	$(VENV)/bin/ragtune search "What is the battery warranty period?"
+	@# The adapters this repository ships (from `make tune` and `make tune-reader`); a version
+	@# already in the registry is not imported again, and a newer prod is left as it is.
+	$(VENV)/bin/ragtune adapters import data/adapters/brand data/adapters/reader --promote prod
+	$(VENV)/bin/ragtune search "How long is the battery warranty?"
 	$(VENV)/bin/ragtune serve --corpus data/corpus
 
 # The company's voice and the reading skill in one adapter: a new version of `brand`, promoted
