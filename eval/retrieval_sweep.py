@@ -4,7 +4,8 @@
 temporary folder and prints, per choice, over the cases that a document answers:
 document recall@4 and MRR (`eval.metrics`, over the documents of the first 30 chunks), the
 share of questions where one of the first 4 chunks holds every key fact ("answer in top 4",
-what the prompt needs), the README question's first document, and p50 latency.
+what the prompt needs), the README question's first document, and p50 latency; then the p50 of
+the default ranking against the fusion before issue 13, timed interleaved in the same run.
 """
 
 from __future__ import annotations
@@ -72,6 +73,23 @@ def score(retriever: Retriever, cases: Sequence[EvalCase]) -> dict[str, Any]:
     }
 
 
+def latency_ratio(index: Index, embedder: Embedder, questions: Sequence[str]) -> dict[str, float]:
+    """p50 ms of today's default and of the fusion before issue 13 on the same index, timed
+    interleaved (question by question, 3 rounds), so a loaded machine slows both alike."""
+    arms = {"default": RetrievalConfig(), "before": RetrievalConfig(**BEFORE)}
+    retrievers = {name: Retriever(index, embedder, cfg) for name, cfg in arms.items()}
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for _ in range(3):
+        for question in questions:
+            for name, retriever in retrievers.items():
+                started = time.perf_counter()
+                retriever.retrieve(question, 4)
+                times[name].append(1000 * (time.perf_counter() - started))
+    p50 = {name: statistics.median(ms) for name, ms in times.items()}
+    return {"default_p50_ms": p50["default"], "before_p50_ms": p50["before"],
+            "ratio": p50["default"] / p50["before"]}  # fmt: skip
+
+
 def sweep(corpus: Path, cases_path: Path, folder: Path) -> list[dict[str, Any]]:
     embedder = build_embedder(EmbedderConfig())
     cases = [c for c in load_cases(cases_path).cases if c.document_ids]
@@ -81,6 +99,7 @@ def sweep(corpus: Path, cases_path: Path, folder: Path) -> list[dict[str, Any]]:
         retriever = Retriever(indexes[contextual], embedder, RetrievalConfig(**settings))
         score(retriever, cases[:5])  # warm up
         rows.append({"choice": name, **score(retriever, cases)})
+    rows.append({"latency": latency_ratio(indexes[True], embedder, [c.question for c in cases])})
     return rows
 
 
@@ -96,11 +115,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"{'choice':<50} {'recall@4':>8} {'MRR':>6} {'ans@4':>6} {'p50 ms':>7}  README q. first")
-    for r in rows:
+    for r in rows[:-1]:
         print(
             f"{r['choice']:<50} {r['recall@4']:8.3f} {r['mrr']:6.3f} {r['answer_in_top4']:6.3f} "
             f"{r['p50_ms']:7.1f}  {r['readme_question_first']}"
         )
+    lat = rows[-1]["latency"]
+    print(
+        f"latency, interleaved on the contextual index: default p50 {lat['default_p50_ms']:.1f} "
+        f"ms, before {lat['before_p50_ms']:.1f} ms, ratio {lat['ratio']:.2f}"
+    )
     return 0
 
 

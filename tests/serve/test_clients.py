@@ -213,8 +213,10 @@ def test_openai_plain_answer_cites_the_reference(rag_reply: Any, case: dict[str,
     assert all(s["text"].strip() and s["index_version"] == 1 for s in sources)
     assert rag_reply.model_extra["ragtune"]["mode"] == "rag"
     usage = rag_reply.usage
-    source_words = sum(len(s["text"].split()) for s in sources)
-    assert source_words < usage.prompt_tokens < BASE_TOKENS  # the sources are in the prompt
+    # The prompt shows each source's window of at most focus_chars characters (a token is
+    # rarely more than 6 of them), while `sources` carry the whole chunks.
+    shown = sum(min(len(s["text"]), ChatConfig().focus_chars) for s in sources)
+    assert shown / 6 < usage.prompt_tokens < BASE_TOKENS
     assert 1 <= usage.completion_tokens <= RAG_TOKENS
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
