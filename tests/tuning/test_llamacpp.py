@@ -218,9 +218,9 @@ def test_adapters_switch_per_request_and_never_share_the_kv_cache(
     before, after = llama.encode(RAINBOW), llama.encode(other)
     shared = next(i for i, (x, y) in enumerate(zip(before, after, strict=False)) if x != y)
     assert shared > 20 and evals.calls[0] == len(after) - shared  # the system prompt is reused
-    assert (
-        Path(llama._lora_cache).is_dir() and len(list(Path(llama._lora_cache).glob("*.gguf"))) == 2
-    )
+    # One export per adapter (the cache is the session's: other tests' exports may be there).
+    exported = [p.name for p in Path(llama._lora_cache).glob("*.gguf")]
+    assert len([n for n in exported if n.startswith(("alpha-v1-", "beta-v1-"))]) == 2, exported
 
 
 def test_packaged_generator_name_is_what_auto_picks() -> None:
