@@ -215,6 +215,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=RaftConfig.count)
     parser.add_argument("--seed", type=int, default=RaftConfig.seed)
     parser.add_argument(
+        "--no-oracle-share",
+        type=float,
+        default=RaftConfig.no_oracle_share,
+        help="share of examples whose passages do not hold the fact",
+    )
+    parser.add_argument(
         "--brand-out",
         type=Path,
         default=Path("data/reader/reader_brand.jsonl"),
@@ -223,7 +229,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.count < 2:
         parser.error(f"--count must be at least 2 (got {args.count})")
-    config = RaftConfig(count=args.count, seed=args.seed)
+    if not 0.0 <= args.no_oracle_share < 1.0:
+        parser.error(f"--no-oracle-share must be in [0, 1) (got {args.no_oracle_share})")
+    config = RaftConfig(count=args.count, seed=args.seed, no_oracle_share=args.no_oracle_share)
     examples = build_examples(load_passages(args.source, config), config)
     write_jsonl(examples, args.out)
     write_jsonl([in_brand_voice(e) for e in examples], args.brand_out)
