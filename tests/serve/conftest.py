@@ -187,6 +187,10 @@ def make_server(fast_tmp: Path) -> Iterator[ServerFactory]:
             count += 1
             root = fast_tmp / f"server{count}"
             folder = write_corpus(root / "corpus", CORPUS_FILES if corpus is None else corpus)
+            if generator is not None:
+                # Test doubles such as GatedGenerator hold whole answers in generate(); the
+                # repetition guard would route them through stream() instead.
+                overrides.setdefault("chat", {"loop_guard_words": 0})
             if keys:
                 server_cfg = dict(overrides.pop("server", {}))
                 server_cfg.setdefault("api_keys", API_KEYS)
