@@ -9,7 +9,7 @@ from ingest.document import Chunk
 from retrieval.config import RetrievalConfig, SearchMode
 from retrieval.embedder import Embedder
 from retrieval.index import Index
-from retrieval.read import Filters, ReadView, query_words
+from retrieval.read import Filters, ReadView, StoredChunk, query_words
 from retrieval.rerank import cosines_of, fuse, rescore, stems
 
 MAX_QUERY_CHARS = 4000
@@ -88,8 +88,9 @@ class Retriever:
         wide = max(k, self.config.candidates) if mode == "hybrid" else k
         vector = self.embedder.embed([query])[0] if mode != "keyword" else None
         with self.index.read() as view:
-            ranked = self._rank(view, query, vector, wide, filters, mode)[:k]
-            rows = view.chunks([pk for pk, _, _ in ranked])
+            rows: dict[int, StoredChunk] = {}  # filled by the re-score; the rest read once here
+            ranked = self._rank(view, query, vector, wide, filters, mode, rows)[:k]
+            rows.update(view.chunks([pk for pk, _, _ in ranked if pk not in rows]))
             return [
                 Hit(rows[pk].chunk, rows[pk].source, score, rank, view.version, parts)
                 for rank, (pk, score, parts) in enumerate(ranked, start=1)
@@ -97,7 +98,14 @@ class Retriever:
             ]
 
     def _rank(
-        self, view: ReadView, query: str, vector: Any, k: int, filters: Filters, mode: SearchMode
+        self,
+        view: ReadView,
+        query: str,
+        vector: Any,
+        k: int,
+        filters: Filters,
+        mode: SearchMode,
+        rows: dict[int, StoredChunk],
     ) -> list[tuple[int, float, dict[str, float]]]:
         lists: dict[str, list[tuple[int, float]]] = {}
         if mode in ("dense", "hybrid"):
@@ -118,8 +126,8 @@ class Retriever:
         head, tail = order[: cfg.rerank_depth], order[cfg.rerank_depth :]
         if not head:
             return [(pk, fused[pk], parts[pk]) for pk in order]
-        rows = view.chunks(head)
-        texts = {pk: f"{r.chunk.context} {r.chunk.text}" for pk, r in rows.items()}
+        rows.update(view.chunks(head))
+        texts = {pk: f"{rows[pk].chunk.context} {rows[pk].chunk.text}" for pk in head if pk in rows}
         scores = rescore(
             head,
             fused,
