@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.atomic import remove_stale_temp_files
 from serve import errors
-from serve.api import admin, chat, compare, documents, system
+from serve.api import admin, chat, compare, console, documents, system
 from serve.audit import AuditLog
 from serve.auth import KeyRing
 from serve.context import AppContext
@@ -168,3 +168,4 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 def _routes(app: FastAPI) -> None:
     for module in (chat, system, documents, admin, compare):
         app.include_router(module.router)
+    console.mount(app)

@@ -16,8 +16,10 @@ from fastapi import Request
 from serve.config import ROLE_RANK, ApiKey, Role
 from serve.errors import ApiError
 
-# Routes anyone may call. A test enumerates the app's routes against this list.
-PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# Routes anyone may call. A test enumerates the app's routes against this list. `/` and
+# `/console` are the web console's page and files (serve.api.console): no data, only code.
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
+                          "/", "/console"})  # fmt: skip
 LOCAL = "local"  # the principal of every request when no keys are configured (localhost only)
 
 
