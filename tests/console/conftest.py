@@ -120,7 +120,9 @@ def browser() -> Iterator[Any]:
         pytest.skip(f"Playwright is not installed ({exc}): pip install -e '.[dev]'")
     executable = chromium_path()
     if executable is None:
-        pytest.skip("no chromium: apt-get install chromium (or set CHROMIUM_PATH)")
+        given = os.environ.get("CHROMIUM_PATH")
+        pytest.skip(f"CHROMIUM_PATH={given} is not a file" if given else
+                    "no chromium on PATH: apt-get install chromium (or set CHROMIUM_PATH)")  # fmt: skip
     with sync_playwright() as pw:
         try:
             # --no-sandbox: CI runs as root, where chromium's sandbox refuses to start.

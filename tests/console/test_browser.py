@@ -77,6 +77,9 @@ def test_dropped_files_are_uploaded_indexed_and_listed(pages: Any) -> None:
     page.wait_for_selector("#doc-table tbody tr[data-id='uploads/lanterns.md']")
     row = page.locator("#doc-table tbody tr[data-id='uploads/kites.txt']")
     assert row.locator("td").nth(2).text_content() == "1"  # one chunk
+    page.once("dialog", lambda dialog: dialog.accept())  # "Remove uploads/kites.txt?"
+    row.locator("button", has_text="Delete").click()
+    page.wait_for_selector("#doc-table tbody tr[data-id='uploads/kites.txt']", state="detached")
     # An unsupported file: the job is refused with its code, shown as a readable error.
     bad = page.evaluate_handle(
         "() => { const dt = new DataTransfer();"
@@ -110,6 +113,35 @@ def test_an_admin_promotes_and_rolls_back_an_adapter(pages: Any) -> None:
     page.wait_for_selector("#ad-detail svg.plot path.curve-train")
     assert page.locator("#ad-detail svg.plot circle").count() == 3  # validation points
     assert "ab" * 32 in page.text_content("#ad-detail")
+
+
+def test_a_training_job_is_followed_to_its_end_with_its_error(pages: Any) -> None:
+    page = pages()
+    sign_in(page, "admin")
+    page.click("nav [data-page=adapters]")
+    page.fill("#train-name", "voice")
+    page.set_input_files(
+        "#train-data", files=[{"name": "voice.jsonl", "mimeType": "application/json",
+                               "buffer": b'{"prompt": "no response"}\nnot json\n'}]
+    )  # fmt: skip
+    page.click("#train-form button[type=submit]")
+    page.wait_for_selector("#train-job .state-failed")
+    error = page.text_content("#train-job .error")
+    assert "invalid_training_data" in error and "voice.jsonl" in error
+
+
+def test_an_admin_runs_a_comparison_and_opens_its_report(pages: Any) -> None:
+    page = pages()
+    sign_in(page, "admin")
+    page.click("nav [data-page=compare]")
+    page.fill("#cmp-limit", "2")
+    page.click("#cmp-form button[type=submit]")
+    page.wait_for_selector("#cmp-job .state-succeeded", timeout=60_000)
+    page.click("#cmp-job button:has-text('Open report')")
+    frame = page.frame_locator("#cmp-frame")
+    assert "ragtune comparison" in frame.locator("h1").text_content()
+    assert page.get_attribute("#cmp-frame", "sandbox") == ""  # no scripts, its own origin
+    page.wait_for_selector("#cmp-list li button.open-report")
 
 
 def test_a_reader_sees_no_editor_or_admin_controls_and_the_server_refuses_them(
