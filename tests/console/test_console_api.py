@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from serve.api.console import STATIC
 from tests.serve.conftest import Server, ServerFactory, bearer
+
+SCRIPTS = sorted(p.name for p in STATIC.glob("*.js"))
 
 
 @pytest.fixture
@@ -19,10 +24,9 @@ def test_the_page_and_its_files_need_no_key_and_carry_a_strict_policy(secured: S
     assert "script-src 'self'" in policy and "default-src 'none'" in policy
     assert "unsafe-eval" not in policy and "script-src 'self' 'unsafe-inline'" not in policy
     assert page.headers["x-content-type-options"] == "nosniff"
-    assert (
-        '<script src="/console/app.js"' in page.text and "http" not in page.text.split("<body")[0]
-    )
-    for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+    assert '<script type="module" src="/console/app.js">' in page.text
+    assert "http" not in page.text.split("<body")[0]
+    for name, kind in [*((n, "javascript") for n in SCRIPTS), ("style.css", "text/css")]:
         res = secured.client.get(f"/console/{name}")
         assert res.status_code == 200 and kind in res.headers["content-type"], name
         assert res.headers["x-content-type-options"] == "nosniff"
@@ -32,15 +36,18 @@ def test_the_page_and_its_files_need_no_key_and_carry_a_strict_policy(secured: S
     assert secured.client.get("/console/nothing.js").status_code == 404
 
 
-def test_the_console_loads_nothing_from_elsewhere(secured: Server) -> None:
-    script = secured.client.get("/console/app.js").text
-    assert "innerHTML" not in script and "insertAdjacentHTML" not in script
-    assert "eval(" not in script and "document.write" not in script
-    for text in (
-        script,
-        secured.client.get("/").text,
-        secured.client.get("/console/style.css").text,
-    ):
+def test_the_console_writes_no_html_and_loads_nothing_from_elsewhere(secured: Server) -> None:
+    texts = [secured.client.get(path).text for path in ("/", "/console/style.css")]
+    for name in SCRIPTS:
+        script = secured.client.get(f"/console/{name}").text
+        assert "innerHTML" not in script and "outerHTML" not in script, name
+        assert "insertAdjacentHTML" not in script and "document.write" not in script, name
+        assert "eval(" not in script and "new Function" not in script, name
+        # Modules import one another by relative path only.
+        for target in re.findall(r'from "([^"]+)"', script):
+            assert re.fullmatch(r"\./[a-z]+\.js", target) and target[2:] in SCRIPTS, target
+        texts.append(script)
+    for text in texts:
         assert "https://" not in text and "//cdn" not in text
 
 
