@@ -15,6 +15,7 @@ from retrieval.vectors import faiss_module
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_TERMS = 64
+TERM_COUNT_CAP = 10_000
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,21 @@ class ReadView:
             [query, *params, k],
         ).fetchall()
         return [(int(r["pk"]), float(r["score"])) for r in rows]
+
+    def term_counts(self, words: list[str], cap: int = TERM_COUNT_CAP) -> dict[str, int]:
+        """How many chunks hold each word (with the keyword index's own stemming), counted up
+        to `cap` so a common word costs no more than a rare one."""
+        counts: dict[str, int] = {}
+        for word in words[:MAX_QUERY_TERMS]:
+            row = self.conn.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?)",
+                [f'"{word}"', cap],
+            ).fetchone()
+            counts[word] = int(row[0])
+        return counts
+
+    def chunk_count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
 
     def embeddings(self, pks: list[int]) -> dict[int, bytes]:
         """The stored vectors (float32 bytes) of some chunks."""

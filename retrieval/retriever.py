@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,16 @@ class Hit:
         }
 
 
+@dataclass(frozen=True)
+class QueryTerms:
+    """The topical words of a query as the index sees them: `weights` maps each word's stem
+    to its inverse document frequency (rare words weigh more); `unknown` are the words no
+    chunk of the index holds (a question about something the documents never mention)."""
+
+    weights: dict[str, float]
+    unknown: tuple[str, ...]
+
+
 class Retriever:
     """Searches one committed index version per call."""
 
@@ -96,6 +107,20 @@ class Retriever:
                 for rank, (pk, score, parts) in enumerate(ranked, start=1)
                 if pk in rows
             ]
+
+    def terms(self, query: str) -> QueryTerms:
+        """`QueryTerms` of `query`, counted over the whole current index version."""
+        words = query_words(query[:MAX_QUERY_CHARS])
+        with self.index.read() as view:
+            total = view.chunk_count()
+            counts = view.term_counts(words) if total else {}
+        weights: dict[str, float] = {}
+        for word, count in counts.items():
+            for stem in stems(word):
+                weights[stem] = max(weights.get(stem, 0.0), math.log(1 + total / (1 + count)))
+        # Numbers are left out: "2024" may be written "2,024" or not at all where it is meant.
+        unknown = tuple(w for w, count in counts.items() if count == 0 and not w.isdigit())
+        return QueryTerms(weights, unknown)
 
     def _rank(
         self,

@@ -105,8 +105,7 @@ class ChatConfig(BaseModel):
     rag_instructions: str = Field(
         "Answer in one or two sentences, using only the numbered sources in the user's "
         "message. State the fact as the source writes it, with its number and unit, and cite "
-        "the source by number, like [1]. If the sources do not hold the answer, say: The "
-        "sources do not say.",
+        "the source by number, like [1].",
         description="Appended to the system prompt in the retrieval modes.",
     )
     loop_guard_words: int = Field(
@@ -117,12 +116,37 @@ class ChatConfig(BaseModel):
         "order, earlier in it: a small model's loop (0: never).",
     )
     focus_chars: int = Field(
-        400,
+        300,
         ge=0,
         le=100_000,
         description="Show the model, of each retrieved chunk, only the window of at most this "
         "many characters that bears most on the question (0: whole chunks). Sources and "
         "citations still name the whole chunk.",
+    )
+    evidence_passages: int = Field(
+        1,
+        ge=0,
+        le=200,
+        description="Of the retrieved chunks, show the model only this many: those whose "
+        "focused windows bear most on the question (rare question words weigh more, and the "
+        "embedder's similarity). 0: every retrieved chunk. The rest are still retrieved and "
+        "logged, not shown or cited.",
+    )
+    absent_guard: bool = Field(
+        True,
+        description="In the retrieval modes, answer 'The sources do not say anything about "
+        "...' without generating when a topical word of the question occurs in no document "
+        "of the index and no word of the retrieved passages is near it (absent_similarity): "
+        "a question about something the documents never mention. Such an answer carries "
+        "ragtune.unknown_terms.",
+    )
+    absent_similarity: float = Field(
+        0.6,
+        ge=-1.0,
+        le=1.0,
+        description="The absent guard keeps quiet about a word no document holds when a word "
+        "of the retrieved passages is at least this similar to it (embedder cosine): the "
+        "passages say it in other words ('camera' and 'CCTV footage').",
     )
 
     @model_validator(mode="after")

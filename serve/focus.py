@@ -1,15 +1,20 @@
-"""Passage focusing: the window of a retrieved chunk that bears on the question.
+"""Passage focusing: which retrieved chunks the prompt shows, and the window of each.
 
-A small model reads a short, on-topic passage far better than four 200-token chunks: it copies
-the fact next to the question's words instead of a number from elsewhere. The window is a
+A small model reads one short, on-topic passage far better than four 200-token chunks: it copies
+the fact next to the question's words instead of a number from elsewhere. A window is a
 contiguous run of the chunk's lines or sentences (so it is the chunk's own text, and grounding
 and citations still hold against the whole chunk) of at most `chars` characters, chosen to
-cover as many of the question's topical words as possible, numbers breaking ties.
+cover as much of the question's topical words as possible, each word weighted by its rarity
+in the index (so "clamp" counts more than "Aurora"), numbers breaking ties. `evidence` then
+keeps the chunks whose windows bear most on the question.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 from retrieval.read import query_words
 from retrieval.rerank import stems
@@ -17,6 +22,18 @@ from retrieval.rerank import stems
 # Where a chunk may be cut: after a line break, or after a sentence end.
 _UNIT = re.compile(r"[^\n]*?(?:[.!?](?=\s)|\n|$)\s*")
 _NUMBER = re.compile(r"\d")
+NUMBER_BONUS = 0.05  # per piece holding a number, for two at most: answers are often numbers
+LENGTH_COST = 0.01  # per extra piece: of two windows that cover as much, the shorter
+RANK_COST = 0.03  # per retrieval rank: of two chunks whose windows score alike, the better hit
+SIMILARITY_WEIGHT = 0.5  # of the embedder's cosine between question and window, when given
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Window:
+    text: str
+    score: float
 
 
 def _units(text: str) -> list[str]:
@@ -25,14 +42,19 @@ def _units(text: str) -> list[str]:
     return [m.group() for m in _UNIT.finditer(text) if m.group()]
 
 
-def focus(text: str, question: str, chars: int) -> str:
-    """The best window of `text` for `question`, at most `chars` long (where one piece alone
-    is longer, that piece is cut at a word); the whole text when it already fits."""
-    if len(text) <= chars:
-        return text
+def wanted_terms(question: str, weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The question's topical stems with their weights (1 each where none are given)."""
     wanted = stems(" ".join(query_words(question)))
+    return {s: (weights.get(s, 1.0) if weights else 1.0) for s in wanted}
+
+
+def window(text: str, wanted: Mapping[str, float], chars: int) -> Window:
+    """The best window of `text`, at most `chars` long (where one piece alone is longer, that
+    piece is cut at a word), scored by the weighted share of `wanted` it covers; the whole
+    text when it already fits."""
+    total = sum(wanted.values()) or 1.0
     units = _units(text)
-    found = [stems(u) & wanted for u in units]
+    found = [stems(u) & wanted.keys() for u in units]
     best: tuple[float, int, int] = (-1.0, 0, 1)
     for i in range(len(units)):
         size, covered, numbers = 0, set[str](), 0
@@ -42,10 +64,45 @@ def focus(text: str, question: str, chars: int) -> str:
                 break
             covered |= found[j]
             numbers += bool(_NUMBER.search(units[j]))
-            score = len(covered) + 0.1 * min(numbers, 3)
+            score = (
+                sum(wanted[s] for s in covered) / total
+                + NUMBER_BONUS * min(numbers, 2)
+                - LENGTH_COST * (j - i)
+            )
             if score > best[0]:
                 best = (score, i, j + 1)
-    window = "".join(units[best[1] : best[2]]).strip()
-    if len(window) > chars:
-        window = window[:chars].rsplit(" ", 1)[0]
-    return window
+    if len(text) <= chars:
+        return Window(text, best[0])
+    picked = "".join(units[best[1] : best[2]]).strip()
+    if len(picked) > chars:
+        picked = picked[:chars].rsplit(" ", 1)[0]
+    return Window(picked, best[0])
+
+
+def focus(text: str, question: str, chars: int, weights: Mapping[str, float] | None = None) -> str:
+    """The best window of `text` for `question` (see `window`)."""
+    if len(text) <= chars:
+        return text
+    return window(text, wanted_terms(question, weights), chars).text
+
+
+def evidence(
+    items: Sequence[T],
+    text_of: Callable[[T], str],
+    question: str,
+    chars: int,
+    keep: int,
+    weights: Mapping[str, float] | None = None,
+    similarity: Callable[[list[str]], Sequence[float]] | None = None,
+) -> list[tuple[T, str]]:
+    """The `keep` items (retrieved chunks, best first) whose windows bear most on `question`,
+    each with its window, in their retrieval order. `similarity`, if given, scores windows
+    against the question (the embedder's cosine) on top of the word coverage."""
+    wanted = wanted_terms(question, weights)
+    windows = [window(text_of(item), wanted, chars) for item in items]
+    scores = [w.score - RANK_COST * rank for rank, w in enumerate(windows)]
+    if similarity is not None and len(items) > keep:
+        for i, cosine in enumerate(similarity([w.text for w in windows])):
+            scores[i] += SIMILARITY_WEIGHT * float(cosine)
+    chosen = sorted(range(len(items)), key=lambda i: (-scores[i], i))[:keep]
+    return [(items[i], windows[i].text) for i in sorted(chosen)]

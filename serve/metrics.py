@@ -28,6 +28,9 @@ class Metrics:
         self.rag_empty = Counter("ragtune_rag_empty_context",
                                  "Retrieval-mode requests answered with no source in the prompt.",
                                  registry=r)  # fmt: skip
+        self.rag_unknown = Counter("ragtune_rag_unknown_terms",
+                                   "Retrieval-mode requests answered without the model: a word "
+                                   "of the question is in no document.", registry=r)  # fmt: skip
         self.rejected = Counter("ragtune_rejected", "Requests refused by admission control.",
                                 ("reason",), registry=r)  # fmt: skip
         self.http = Counter("ragtune_http_requests", "Every HTTP request by route and status.",

@@ -16,8 +16,9 @@ from typing import Any
 
 from retrieval.read import Filters
 from retrieval.retriever import Hit, Retriever
+from serve.absent import absent_terms
 from serve.config import ChatConfig
-from serve.focus import focus
+from serve.focus import evidence, focus
 from serve.loops import guarded
 from serve.prompt import build_messages
 from tuning.adapters import WEIGHTS, Adapter, AdapterRegistry, verify_adapter
@@ -99,6 +100,20 @@ class Prepared:
     index_version: int | None
     prompt_tokens: int
     timings: dict[str, float] = field(default_factory=dict)
+    # Words of the question no document holds: the answer says so, and no model runs.
+    unknown_terms: tuple[str, ...] = ()
+
+    @property
+    def canned(self) -> str | None:
+        """The answer given without generating, if any."""
+        return absent_answer(self.unknown_terms) if self.unknown_terms else None
+
+
+def absent_answer(terms: Sequence[str]) -> str:
+    """'The sources do not say anything about "a", "b" or "c".'"""
+    quoted = [f"“{t}”" for t in terms]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    return f"The sources do not say anything about {listed}."
 
 
 @dataclass
@@ -172,9 +187,37 @@ class Pipeline:
         persona = persona or self.config.system_prompt
         return f"{persona}\n\n{self.config.rag_instructions}" if route.mode.retrieves else persona
 
-    def _excerpt(self, question: str) -> Callable[[Hit], str] | None:
-        chars = self.config.focus_chars
-        return (lambda hit: focus(hit.text, question, chars)) if chars else None
+    def _show(
+        self, question: str, hits: list[Hit], weights: dict[str, float]
+    ) -> tuple[list[Hit], Callable[[Hit], str] | None]:
+        """The hits the prompt shows (`chat.evidence_passages` of them) and what of each."""
+        chars, keep = self.config.focus_chars, self.config.evidence_passages
+        if not keep or len(hits) <= keep:
+            if not chars:
+                return hits, None
+            return hits, lambda hit: focus(hit.text, question, chars, weights)
+        chosen = evidence(
+            hits,
+            lambda hit: hit.text,
+            question,
+            chars or max(len(h.text) for h in hits),
+            keep,
+            weights,
+            self._similarity(question),
+        )
+        windows = {id(hit): text for hit, text in chosen}
+        return [hit for hit, _ in chosen], lambda hit: windows[id(hit)]
+
+    def _similarity(self, question: str) -> Callable[[list[str]], list[float]] | None:
+        if self.retriever is None:
+            return None
+        embedder = self.retriever.embedder
+
+        def similarity(texts: list[str]) -> list[float]:
+            vectors = embedder.embed([question, *texts])
+            return [float(v @ vectors[0]) for v in vectors[1:]]
+
+        return similarity
 
     def retrieve(self, question: str, top_k: int, filters: Filters | None) -> list[Hit]:
         if self.retriever is None:
@@ -196,20 +239,36 @@ class Pipeline:
         client_system, question, history = split_conversation(messages)
         adapter = self.resolve(route.adapter_ref) if route.adapter_ref else None
         retrieved: list[Hit] = []
+        shown: list[Hit] = []
+        excerpt: Callable[[Hit], str] | None = None
+        unknown: tuple[str, ...] = ()
         if route.mode.retrieves:
             retrieved = list(hits) if hits is not None else self.retrieve(
                 question, top_k or self.default_top_k, filters
             )  # fmt: skip
+            shown = retrieved
+            if retrieved and self.retriever is not None and self._weighs_terms():
+                terms = self.retriever.terms(question)
+                if self.config.absent_guard and terms.unknown:
+                    unknown = absent_terms(
+                        terms.unknown,
+                        [h.text for h in retrieved],
+                        self.retriever.embedder.embed,
+                        self.config.absent_similarity,
+                    )
+                shown, excerpt = self._show(question, retrieved, terms.weights)
+            elif self.config.focus_chars:
+                shown, excerpt = self._show(question, retrieved, {})
         retrieved_at = time.perf_counter()
         budget = self.generator.context_window - params.max_new_tokens - PROMPT_MARGIN
         prompt, used = build_messages(
             question,
-            retrieved,
+            [] if unknown else shown,
             system=self.system_prompt(route, adapter, client_system),
             count_tokens=self.generator.count_tokens,
             budget=budget,
             history=history,
-            excerpt=self._excerpt(question),
+            excerpt=excerpt,
         )
         version = retrieved[0].index_version if retrieved else None
         if version is None and self.retriever is not None and route.mode.retrieves:
@@ -218,12 +277,18 @@ class Pipeline:
             "retrieve_s": retrieved_at - started,
             "prompt_s": time.perf_counter() - retrieved_at,
         }
-        tokens = self.generator.count_tokens(prompt)
-        return Prepared(route, adapter, prompt, used, retrieved, version, tokens, timings)
+        tokens = 0 if unknown else self.generator.count_tokens(prompt)
+        return Prepared(route, adapter, prompt, used, retrieved, version, tokens, timings, unknown)
+
+    def _weighs_terms(self) -> bool:
+        """Whether answers need the question's words counted in the index."""
+        return self.config.absent_guard or bool(self.config.evidence_passages)
 
     def generate(self, prepared: Prepared, params: GenerationParams) -> Answer:
         started = time.perf_counter()
-        if self.config.loop_guard_words:  # through the stream, so the guard can stop it
+        if prepared.canned is not None:
+            done = Completion(prepared.canned, 0, 0, "stop")
+        elif self.config.loop_guard_words:  # through the stream, so the guard can stop it
             stats = StreamStats()
             text = "".join(self.stream(prepared, params, None, stats))
             done = Completion(
@@ -263,6 +328,8 @@ class Pipeline:
         """Text pieces; setting `stop` ends the generation at the next token; `stats` gets the
         model's own token count when the stream ends. A generation that starts to loop is
         ended by the repetition guard (`chat.loop_guard_words`)."""
+        if prepared.canned is not None:
+            return iter([prepared.canned])
         words = self.config.loop_guard_words
         stop = stop or threading.Event()
         pieces = self.generator.stream(prepared.messages, params, prepared.adapter, stop, stats)

@@ -95,7 +95,9 @@ class Call:
         m.tokens.labels(**labels, kind="completion").inc(completion_tokens)
         if self.route.mode.retrieves:
             m.rag_requests.inc()
-            if not prepared.hits:
+            if prepared.unknown_terms:
+                m.rag_unknown.inc()
+            elif not prepared.hits:
                 m.rag_empty.inc()
         if self.ctx.audit is not None:
             a = prepared.adapter
@@ -119,6 +121,14 @@ class Call:
             out.append(row)
         return out
 
+    def retrieval(self, prepared: Prepared) -> dict[str, Any]:
+        """What retrieval found (the prompt shows some of it) and the question's unknown words."""
+        shown = {id(h) for h in prepared.hits}
+        found = [{"rank": h.rank, "chunk_id": h.chunk.id, "document_id": h.document_id,
+                  "page": h.page, "score": round(h.score, 6), "shown": id(h) in shown}
+                 for h in prepared.retrieved]  # fmt: skip
+        return {"retrieved": found, "unknown_terms": list(prepared.unknown_terms)}
+
     def completion(self, prepared: Prepared, answer: Answer) -> dict[str, Any]:
         text, stopped = cut_at_stop(answer.text, self.request.stops())
         return {
@@ -135,6 +145,7 @@ class Call:
             "ragtune": {"mode": str(self.route.mode),
                         "adapter": prepared.adapter.ref if prepared.adapter else None,
                         "index_version": prepared.index_version,
+                        **self.retrieval(prepared),
                         "timings": {k: round(v, 4) for k, v in answer.timings.items()}},
         }  # fmt: skip
 
@@ -261,7 +272,10 @@ def stream_response(call: Call, prepared: Prepared, slot: Any) -> StreamingRespo
             opening = {"index": 0, "delta": {"role": "assistant", "content": ""},
                        "finish_reason": None}  # fmt: skip
             sources = call.sources(prepared)
-            first = call.envelope(prepared, [opening], sources=sources)
+            first = call.envelope(
+                prepared, [opening], sources=sources,
+                ragtune=call.retrieval(prepared),
+            )  # fmt: skip
             yield f"event: sources\ndata: {json.dumps(first)}\n\n"
             pieces = call.ctx.pipeline.stream(prepared, call.params, stop, stats)
             sent = 0

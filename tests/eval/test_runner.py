@@ -77,7 +77,11 @@ def test_rag_arms_share_one_retrieval_per_question(services: Services) -> None:
         assert given[(case.question, Mode.BASE)] is None
     for q in report.to_dict()["questions"]:
         assert q["answers"]["rag"]["sources"] == q["answers"]["rag+tuned"]["sources"]
-        assert len(q["retrieved"]) == len(q["answers"]["rag"]["sources"]) > 0
+        # The prompt shows chat.evidence_passages (1) of what was retrieved; none where the
+        # question has a word no document holds (then the answer says so).
+        shown = len(q["answers"]["rag"]["sources"])
+        said = q["answers"]["rag"]["text"].startswith("The sources do not say anything about")
+        assert len(q["retrieved"]) > shown == (0 if said else 1), q["id"]
 
 
 def test_metrics_per_arm_with_intervals(services: Services, tone: ToneSetup) -> None:

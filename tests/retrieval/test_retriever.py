@@ -122,6 +122,22 @@ def test_bad_parameters_are_named(retriever: Retriever, kwargs: dict, message: s
         retriever.retrieve("pump", **kwargs)
 
 
+def test_terms_weigh_rare_words_more_and_name_words_no_chunk_holds(retriever: Retriever) -> None:
+    terms = retriever.terms("Which valve warehouse code ships the podcast in 2024?")
+    # "valve" is in one document's chunks, "warehouse" in every chunk: the rarer weighs more.
+    assert terms.weights["valve"] > terms.weights["warehouse"] > 0
+    # Words no chunk holds are named (stemmed matching: "Pumps" finds "pump"); numbers never.
+    assert terms.unknown == ("podcast",)
+    assert retriever.terms("Pumps and valves").unknown == ()
+
+
+def test_terms_of_an_empty_index_are_empty(tmp_path: Path) -> None:
+    embedder = HashEmbedder(64)
+    index = Index(tmp_path / "index", embedder_model_id=embedder.model_id, dim=64)
+    terms = Retriever(index, embedder).terms("anything at all")
+    assert terms.weights == {} and terms.unknown == ()
+
+
 def test_empty_query_is_refused(retriever: Retriever) -> None:
     with pytest.raises(QueryError, match="empty"):
         retriever.retrieve("   ")

@@ -276,8 +276,11 @@ def test_stop_sequences_cut_plain_and_streamed_alike(
 @pytest.mark.parametrize("top_k", [1, 2, 3])
 def test_top_k_limits_the_sources(server: Server, top_k: int) -> None:
     body = server.chat(QUESTION, top_k=top_k).json()
-    assert len(body["sources"]) == top_k
-    assert body["sources"][0]["document_id"] == "harbor.md"
+    retrieved = body["ragtune"]["retrieved"]
+    assert [r["rank"] for r in retrieved] == list(range(1, top_k + 1))
+    # The prompt shows chat.evidence_passages (1) of them: the one that bears most on it.
+    assert len(body["sources"]) == 1 and body["sources"][0]["document_id"] == "harbor.md"
+    assert [r["chunk_id"] for r in retrieved if r["shown"]] == [body["sources"][0]["chunk_id"]]
 
 
 @pytest.mark.parametrize(
@@ -290,8 +293,8 @@ def test_top_k_limits_the_sources(server: Server, top_k: int) -> None:
 )
 def test_filters_restrict_the_sources(server: Server, filters: dict, allowed: set[str]) -> None:
     body = server.chat(QUESTION, filters=filters, top_k=4).json()
-    found = {s["document_id"] for s in body["sources"]}
-    assert found == allowed
+    found = {r["document_id"] for r in body["ragtune"]["retrieved"]}
+    assert found == allowed and {s["document_id"] for s in body["sources"]} <= allowed
 
 
 def test_a_filter_matching_nothing_answers_without_sources(server: Server) -> None:

@@ -44,10 +44,13 @@ def test_one_audit_record_per_answered_request(make_server: ServerFactory) -> No
     assert first["request_id"] == rag["id"] and first["status"] == "ok"
     assert first["mode"] == "rag" and first["adapter"] is None and first["adapter_version"] is None
     assert first["index_version"] == server.index_version
+    found = rag["ragtune"]["retrieved"]
     assert [(r["chunk_id"], r["score"]) for r in first["retrieved"]] == [
-        (s["chunk_id"], s["score"]) for s in rag["sources"]
+        (r["chunk_id"], r["score"]) for r in found
     ]
-    assert all(r["cited"] for r in first["retrieved"]) and len(first["retrieved"]) == 2
+    # "cited": in the prompt, as a numbered source (chat.evidence_passages of the 2 found).
+    assert [r["cited"] for r in first["retrieved"]] == [r["shown"] for r in found]
+    assert len(found) == 2 and sum(r["cited"] for r in first["retrieved"]) == 1
     assert first["prompt_tokens"] == rag["usage"]["prompt_tokens"]
     assert first["completion_tokens"] == rag["usage"]["completion_tokens"]
     assert first["latency_s"] >= 0 and first["stream"] is False
@@ -94,6 +97,8 @@ def test_metrics_count_requests_tokens_and_empty_context(server: Server) -> None
     )
     assert sample(server, "ragtune_chat_latency_seconds_count", mode="rag", adapter="none") == 3
     assert sample(server, "ragtune_rag_requests_total") == 4  # rag x3, rag+tuned x1
+    # "hi" is in no document: answered without the model, not an empty context.
+    assert sample(server, "ragtune_rag_unknown_terms_total") == 1
     assert sample(server, "ragtune_rag_empty_context_total") == 1
     assert sample(server, "ragtune_rag_empty_context_ratio") == 0.25
     assert sample(server, "ragtune_queue_depth") == 0

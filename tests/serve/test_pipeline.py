@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from ingest.document import Chunk
-from retrieval.retriever import Hit
+from retrieval.embedder import HashEmbedder
+from retrieval.retriever import Hit, QueryTerms
 from serve.config import ChatConfig
 from serve.pipeline import (
     PROMPT_MARGIN,
@@ -26,7 +27,14 @@ from tuning.adapters import AdapterNotFoundError, AdapterRegistry
 from tuning.generator import EchoGenerator, GenerationParams
 
 PARAMS = GenerationParams(max_new_tokens=16)
-CONFIG = ChatConfig(system_prompt="DEFAULT PERSONA", rag_instructions="CITE THE SOURCES")
+# Every retrieved hit in the prompt, no index-wide word counts: what these tests are about
+# (evidence selection and the absent guard have their own tests at the end).
+CONFIG = ChatConfig(
+    system_prompt="DEFAULT PERSONA",
+    rag_instructions="CITE THE SOURCES",
+    evidence_passages=0,
+    absent_guard=False,
+)
 
 
 def hit(rank: int, text: str, version: int = 7) -> Hit:
@@ -227,3 +235,78 @@ def test_adapters_resolve_before_generation(registry: AdapterRegistry) -> None:
     assert answer.to_dict()["adapter"] == "brand@v1" and answer.mode is Mode.TUNED
     with pytest.raises(AdapterNotFoundError):
         p.prepare(ask("q"), Route.parse("tuned:brand@v9"), PARAMS)
+
+
+# -- evidence selection and the absent guard (the defaults of ChatConfig) --------------------
+
+TABLE = (
+    "Stem steerer clamp bolts 5 Nm 4 mm hex\n"
+    "Brake lever clamp bolts 4.5 Nm 4 mm hex\n"
+    "Seatpost clamp 6 Nm 5 mm hex\n"
+)
+
+
+class TermsRetriever(ListRetriever):
+    """A list of hits, and index-wide word statistics as given."""
+
+    def __init__(self, hits: list[Hit], weights: dict[str, float], unknown: tuple[str, ...]):
+        super().__init__(hits)
+        self.embedder = HashEmbedder(64)
+        self.terms_of = QueryTerms(weights, unknown)
+
+    def terms(self, query: str) -> QueryTerms:
+        return self.terms_of
+
+
+class NoGeneration(EchoGenerator):
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model ran")
+
+    def stream(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model ran")
+
+
+def defaults_pipeline(registry: AdapterRegistry, retriever: Any, generator: Any = None) -> Pipeline:
+    return Pipeline(generator or EchoGenerator(), registry, retriever, ChatConfig(), 4)
+
+
+def test_the_prompt_shows_the_passage_that_bears_most_on_the_question(
+    registry: AdapterRegistry,
+) -> None:
+    hits = [
+        hit(1, "The Aurora E3 is a commuter e-bike with a rear hub motor and a 540 Wh battery."),
+        hit(2, "Aurora E3 owners get a free first service after 300 km."),
+        hit(3, TABLE),
+    ]
+    # "brake", "lever" and "clamp" are rare in the index, "aurora" is everywhere.
+    weights = {"brake": 3.0, "lever": 3.0, "clamp": 2.0, "bolt": 2.0, "aurora": 0.1, "e3": 0.1}
+    p = defaults_pipeline(registry, TermsRetriever(hits, weights, ()))
+    question = "What torque do the Aurora E3 brake lever clamp bolts take?"
+    prepared = p.prepare(ask(question), Route(Mode.RAG), PARAMS)
+    assert prepared.hits == [hits[2]] and prepared.retrieved == hits  # all kept for the log
+    user = prepared.messages[-1]["content"]
+    assert "[1] doc3.md\n" in user and "Brake lever clamp bolts 4.5 Nm" in user
+    assert "[2]" not in user and "commuter" not in user
+
+
+def test_a_question_about_what_no_document_mentions_is_answered_without_the_model(
+    registry: AdapterRegistry,
+) -> None:
+    hits = [hit(1, "Marlowe & Finch sells e-bikes.")]
+    retriever = TermsRetriever(hits, {"podcast": 9.0}, ("podcast", "host"))
+    p = defaults_pipeline(registry, retriever, NoGeneration())
+    answer = p.answer(ask("Who hosts the Marlowe & Finch podcast?"), Route(Mode.RAG), PARAMS)
+    said = "The sources do not say anything about “podcast” or “host”."
+    assert answer.text == said and answer.finish_reason == "stop"
+    assert answer.hits == [] and answer.retrieved == hits  # nothing cited, the search logged
+    assert answer.usage.prompt_tokens == answer.usage.completion_tokens == 0
+    prepared = p.prepare(ask("Who hosts the podcast?"), Route(Mode.RAG), PARAMS)
+    assert "".join(p.stream(prepared, PARAMS)) == said and prepared.unknown_terms == (
+        "podcast",
+        "host",
+    )
+    # The modes that do not retrieve ask the model as before; so does a server without the guard.
+    plain = Pipeline(EchoGenerator(), registry, retriever, ChatConfig())
+    assert "podcast" in plain.answer(ask("the podcast?"), Route(Mode.BASE), PARAMS).text
+    off = Pipeline(EchoGenerator(), registry, retriever, ChatConfig(absent_guard=False), 4)
+    assert off.answer(ask("the podcast?"), Route(Mode.RAG), PARAMS).text != said
