@@ -2,9 +2,12 @@
 
 The oracle passage comes among hard-negative distractors, or is absent.
 
-Each example is a user turn in the server's format (`Sources:` block of 3-4 numbered passages,
-then `Question:`) and an answer that copies the fact as written and cites the oracle `[n]`;
-about a fifth have no oracle and answer `NO_ANSWER` + what was asked. Deterministic per seed.
+Each example is a user turn in the server's format (`Sources:` block of numbered passages, then
+`Question:`) and an answer that copies the fact as written and cites the oracle `[n]`; a share
+(a tenth by default) have no oracle and answer `NO_ANSWER` + what was asked. By default a turn
+shows one passage, as the server's prompt does (`chat.evidence_passages`): the oracle, or for
+no-oracle examples a hard negative; `passages` 3 gives the RAFT paper's 3-4 with distractors.
+Deterministic per seed.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ class WordTokenizer:
 @dataclass(frozen=True)
 class RaftConfig:
     count: int = 300
-    no_oracle_share: float = 0.2
+    no_oracle_share: float = 0.1
+    passages: int = 1  # per turn; more than 1: this many or one more, with distractors
     seed: int = 13
     passage_tokens: int = 70  # words and marks: about 60-130 model tokens
     min_passage_tokens: int = 25
@@ -94,6 +98,8 @@ def _distractors(
     fact: Fact, oracle: int, passages: Sequence[Passage], wanted: int, rng: random.Random
 ) -> list[Passage]:
     """Hard negatives: one from the oracle's page, the rest among those sharing most words."""
+    if wanted <= 0:
+        return []
     question = _terms(fact.question)
     fit = [
         (len(question & _terms(p.text)), rng.random(), i)
@@ -127,13 +133,15 @@ def make_example(
     config: RaftConfig,
     rng: random.Random,
 ) -> dict[str, list[dict[str, str]]] | None:
-    """One chat example, or None when no 3 passages fit the length budget."""
-    for size in rng.sample((3, 4), 2):
+    """One chat example, or None when no `config.passages` passages fit the length budget."""
+    least = config.passages
+    sizes = rng.sample((least, least + 1), 2) if least > 1 else [least]
+    for size in sizes:
         others = _distractors(fact, oracle, passages, size - 1 if with_oracle else size, rng)
         order = [*others, passages[oracle]] if with_oracle else others
         rng.shuffle(order)
         turn = render(fact.question, order)
-        if len(order) >= 3 and len(turn) <= config.max_turn_chars:
+        if len(order) >= least and len(turn) <= config.max_turn_chars:
             break
     else:
         return None
@@ -167,7 +175,7 @@ def _pick(
 def build_examples(
     passages: Sequence[Passage], config: RaftConfig
 ) -> list[dict[str, list[dict[str, str]]]]:
-    """Up to `config.count` examples; every fifth (by share) without its oracle."""
+    """Up to `config.count` examples; `config.no_oracle_share` of them without the oracle."""
     rng = random.Random(config.seed)
     candidates = [(f, i) for i, p in enumerate(passages) for f in facts_in(p.text)]
     examples: list[dict[str, list[dict[str, str]]]] = []
@@ -226,12 +234,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=Path("data/reader/reader_brand.jsonl"),
         help="the same examples in the brand voice (for the brand adapter's mix)",
     )
+    parser.add_argument(
+        "--passages",
+        type=int,
+        default=RaftConfig.passages,
+        help="passages per turn (more than 1: this many or one more, with distractors)",
+    )
     args = parser.parse_args(argv)
+    if args.passages < 1:
+        parser.error(f"--passages must be at least 1 (got {args.passages})")
     if args.count < 2:
         parser.error(f"--count must be at least 2 (got {args.count})")
     if not 0.0 <= args.no_oracle_share < 1.0:
         parser.error(f"--no-oracle-share must be in [0, 1) (got {args.no_oracle_share})")
-    config = RaftConfig(count=args.count, seed=args.seed, no_oracle_share=args.no_oracle_share)
+    config = RaftConfig(
+        count=args.count,
+        seed=args.seed,
+        no_oracle_share=args.no_oracle_share,
+        passages=args.passages,
+    )
     examples = build_examples(load_passages(args.source, config), config)
     write_jsonl(examples, args.out)
     write_jsonl([in_brand_voice(e) for e in examples], args.brand_out)

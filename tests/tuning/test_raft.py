@@ -93,7 +93,7 @@ def test_answers_copy_the_fact_from_the_cited_passage(shipped: list[dict]) -> No
     for example in shipped:
         user, answer = (m["content"] for m in example["messages"])
         turn = parse_turn(user)
-        assert turn is not None and 3 <= len(turn.passages) <= 4, user
+        assert turn is not None and len(turn.passages) == RaftConfig().passages == 1, user
         for passage in turn.passages.values():
             assert neutralise(passage.text) == passage.text  # shown as the server would show it
         if answer.startswith(NO_ANSWER):
@@ -115,7 +115,7 @@ def test_no_oracle_examples_hold_no_answering_passage(
 ) -> None:
     by_question = {f.question: f for p in passages for f in facts_in(p.text)}
     absent = [e for e in shipped if e["messages"][1]["content"].startswith(NO_ANSWER)]
-    assert 0.15 <= len(absent) / len(shipped) <= 0.25
+    assert 0.05 <= len(absent) / len(shipped) <= 0.15
     for example in absent:
         turn = parse_turn(example["messages"][0]["content"])
         assert turn is not None
