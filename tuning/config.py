@@ -38,6 +38,19 @@ class GeneratorConfig(BaseModel):
     max_adapters: int = Field(
         8, ge=1, le=256, description="Adapters kept loaded beside the base model (LRU)."
     )
+    lora_mode: Literal["merged", "runtime"] = Field(
+        "merged",
+        description="'llamacpp' backend: 'merged': each adapter is merged into its own copy of "
+        "the GGUF model (written once to the model cache, about the base model's size; decodes "
+        "at the bare model's speed); 'runtime': one model, the adapter applied as a GGUF LoRA "
+        "at run time (no copies, decoding about 0.7x as fast).",
+    )
+    max_merged: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="'llamacpp' backend, lora_mode 'merged': merged models kept loaded (LRU).",
+    )
     base_url: str | None = Field(
         None, description="'openai' backend: the server's base URL, e.g. http://gpu:8000/v1."
     )

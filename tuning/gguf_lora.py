@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,9 +156,11 @@ def export_key(adapter: Adapter, base: BaseModel) -> str:
     return digest.hexdigest()[:32]
 
 
-def write_gguf_lora(tensors: dict[str, Any], alpha: float, arch: str, target: Path) -> None:
-    """Write the GGUF adapter file atomically: a temp file beside `target`, fsynced, renamed."""
-    from gguf import GGUFType, GGUFWriter, Keys
+@contextlib.contextmanager
+def gguf_writer(target: Path, arch: str) -> Iterator[Any]:
+    """A GGUFWriter on a temp file beside `target`: on a clean exit the file is written,
+    fsynced and renamed to `target` (atomic); on an error it is removed."""
+    from gguf import GGUFWriter
 
     fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=".gguf",
                                     dir=target.parent)  # fmt: skip
@@ -165,11 +168,7 @@ def write_gguf_lora(tensors: dict[str, Any], alpha: float, arch: str, target: Pa
     tmp = Path(tmp_name)
     try:
         writer = GGUFWriter(tmp, arch=arch)
-        writer.add_type(GGUFType.ADAPTER)
-        writer.add_string(Keys.Adapter.TYPE, "lora")
-        writer.add_float32(Keys.Adapter.LORA_ALPHA, alpha)
-        for name in sorted(tensors):
-            writer.add_tensor(name, tensors[name])
+        yield writer
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -180,6 +179,18 @@ def write_gguf_lora(tensors: dict[str, Any], alpha: float, arch: str, target: Pa
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(target.parent)
+
+
+def write_gguf_lora(tensors: dict[str, Any], alpha: float, arch: str, target: Path) -> None:
+    """Write the GGUF adapter file atomically: a temp file beside `target`, fsynced, renamed."""
+    from gguf import GGUFType, Keys
+
+    with gguf_writer(target, arch) as writer:
+        writer.add_type(GGUFType.ADAPTER)
+        writer.add_string(Keys.Adapter.TYPE, "lora")
+        writer.add_float32(Keys.Adapter.LORA_ALPHA, alpha)
+        for name in sorted(tensors):
+            writer.add_tensor(name, tensors[name])
 
 
 def export_adapter(adapter: Adapter, base: BaseModel, cache_dir: Path) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 from tuning.adapters import Adapter, verify_adapter
 from tuning.generator import Completion, GenerationParams, GeneratorError, Message, StreamStats
 from tuning.gguf_lora import BaseModel, base_model_of, export_adapter
+from tuning.gguf_merge import merge_adapter
 
 _DONE = object()  # ends a stream's queue
 
@@ -59,7 +60,9 @@ class TextPieces:
 
 
 class LlamaCppGenerator:
-    """One llama.cpp model and context; adapters exported to GGUF LoRA and switched per request.
+    """One llama.cpp model and context for the base model; per request, an adapter's merged model
+    copy (lora_mode 'merged', an LRU of max_merged) or the adapter exported to GGUF LoRA and set
+    on the base model's context ('runtime').
 
     One generation runs at a time: the lock covers choosing the adapter and the whole decode.
     llama-cpp-python keeps the previous prompt's tokens in the KV cache and re-evaluates only
@@ -70,27 +73,34 @@ class LlamaCppGenerator:
     backend = "llamacpp"
 
     def __init__(self, gguf: Path, tokenizer: Any, model_id: str, lora_cache: Path,
-                 *, max_adapters: int = 8, n_threads: int | None = None) -> None:  # fmt: skip
+                 *, max_adapters: int = 8, n_threads: int | None = None,
+                 lora_mode: str = "merged", max_merged: int = 2) -> None:  # fmt: skip
         self._lib = import_llama_cpp()
         threads = n_threads or available_threads()
-        try:
-            self._llama: Any = self._lib.Llama(
-                model_path=str(gguf), n_ctx=0, n_batch=512, n_threads=threads,
-                n_threads_batch=threads, verbose=False,
-            )  # fmt: skip
-        except Exception as exc:  # a GGUF llama.cpp cannot read
-            raise GeneratorError(f"llama.cpp cannot load {gguf}: {exc}") from exc
+        self.threads = threads
+        self._llama: Any = self._load(gguf)
         self.tokenizer = tokenizer
         self._model_id = model_id
         self._base: BaseModel = base_model_of(gguf, self._llama.metadata)  # for LoRA export
         self._lora_cache = lora_cache
         self.max_adapters = max_adapters
-        self.threads = threads
+        self.lora_mode = lora_mode  # 'merged': a merged model copy per adapter; 'runtime': LoRA
+        self.max_merged = max_merged
+        self._merged: OrderedDict[str, tuple[Adapter, Any]] = OrderedDict()  # LRU first
         eos = getattr(tokenizer, "eos_token_id", None)
         self._eos = {int(eos)} if eos is not None else {int(self._llama.token_eos())}
         self._adapters: OrderedDict[str, tuple[Adapter, Any]] = OrderedDict()  # LRU first
         self._active: str | None = None  # the adapter set on the context now
         self._lock = threading.Lock()
+
+    def _load(self, gguf: Path) -> Any:
+        try:
+            return self._lib.Llama(
+                model_path=str(gguf), n_ctx=0, n_batch=512, n_threads=self.threads,
+                n_threads_batch=self.threads, verbose=False,
+            )  # fmt: skip
+        except Exception as exc:  # a GGUF llama.cpp cannot read
+            raise GeneratorError(f"llama.cpp cannot load {gguf}: {exc}") from exc
 
     @property
     def model_id(self) -> str:
@@ -102,7 +112,7 @@ class LlamaCppGenerator:
 
     @property
     def loaded_adapters(self) -> list[str]:
-        return [a.ref for a, _ in self._adapters.values()]
+        return [a.ref for a, _ in (*self._adapters.values(), *self._merged.values())]
 
     def encode(self, messages: Sequence[Message]) -> list[int]:
         """The prompt's token ids: the transformers chat template and tokenizer, as hf uses."""
@@ -123,7 +133,9 @@ class LlamaCppGenerator:
             self._handle(adapter)
 
     def _handle(self, adapter: Adapter) -> Any:
-        """The loaded llama.cpp adapter; the caller holds the lock."""
+        """The loaded llama.cpp adapter (or merged model); the caller holds the lock."""
+        if self.lora_mode == "merged":
+            return self._merged_model(adapter)
         if adapter.key in self._adapters:
             self._adapters.move_to_end(adapter.key)
             return self._adapters[adapter.key][1]
@@ -135,6 +147,20 @@ class LlamaCppGenerator:
         self._adapters[adapter.key] = (adapter, handle)
         return handle
 
+    def _merged_model(self, adapter: Adapter) -> Any:
+        """The adapter's merged model copy, its own context (and KV cache); LRU beyond
+        max_merged, the evicted ones closed. The caller holds the lock."""
+        if adapter.key in self._merged:
+            self._merged.move_to_end(adapter.key)
+            return self._merged[adapter.key][1]
+        verify_adapter(adapter, self.model_id)
+        llm = self._load(merge_adapter(adapter, self._base, self._lora_cache))
+        self._merged[adapter.key] = (adapter, llm)
+        while len(self._merged) > self.max_merged:
+            _, (_, old) = self._merged.popitem(last=False)
+            old.close()
+        return llm
+
     def _evict(self) -> None:
         while len(self._adapters) > self.max_adapters:
             key, (_, handle) = next(iter(self._adapters.items()))
@@ -143,13 +169,16 @@ class LlamaCppGenerator:
             del self._adapters[key]
             self._lib.llama_adapter_lora_free(handle)
 
-    def _select(self, adapter: Adapter | None) -> None:
-        """Set `adapter` (or none) on the context; the caller holds the lock."""
+    def _select(self, adapter: Adapter | None) -> Any:
+        """The Llama to decode `adapter`'s request with: a merged copy, or the base model with
+        the adapter (or none) set on its context. The caller holds the lock."""
+        if self.lora_mode == "merged":
+            return self._llama if adapter is None else self._merged_model(adapter)
         key = adapter.key if adapter is not None else None
         if adapter is not None:
             handle = self._handle(adapter)
         if key == self._active:
-            return
+            return self._llama
         ctx = self._llama.ctx
         if adapter is None:
             self._lib.llama_set_adapters_lora(ctx, None, 0, None)
@@ -160,6 +189,7 @@ class LlamaCppGenerator:
         self._llama.reset()  # the cached keys and values came from other weights: drop them
         self._active = key
         self._evict()
+        return self._llama
 
     def _tokens(
         self, prompt: list[int], params: GenerationParams, adapter: Adapter | None,
@@ -174,10 +204,10 @@ class LlamaCppGenerator:
             )
         greedy = params.temperature <= 0
         with self._lock:
-            self._select(adapter)
+            llm = self._select(adapter)
             seed = params.seed if params.seed is not None else random.getrandbits(31)
-            self._llama.set_seed(seed)
-            steps = self._llama.generate(
+            llm.set_seed(seed)
+            steps = llm.generate(
                 prompt, temp=0.0 if greedy else params.temperature, top_k=0,
                 top_p=1.0 if greedy else params.top_p, min_p=0.0, typical_p=1.0,
                 repeat_penalty=1.0,
@@ -188,7 +218,7 @@ class LlamaCppGenerator:
                     if token in self._eos or n >= budget or halt.is_set():
                         break
             except BaseException:
-                self._llama.reset()  # a decode that failed part way leaves no trusted cache
+                llm.reset()  # a decode that failed part way leaves no trusted cache
                 raise
             finally:
                 steps.close()
@@ -253,4 +283,7 @@ class LlamaCppGenerator:
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(Exception):
+            for _, llm in self._merged.values():
+                llm.close()
+            self._merged.clear()
             self._llama.close()

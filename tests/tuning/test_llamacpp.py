@@ -101,7 +101,8 @@ def test_text_pieces_never_split_a_character() -> None:
 @pytest.fixture(scope="module")
 def llama(model_cache_dir: Path) -> Any:
     pytest.importorskip("llama_cpp")
-    gen = build_generator(GeneratorConfig(), model_cache_dir)  # auto: llama.cpp is installed
+    # auto: llama.cpp is installed; run-time LoRA (merged models: tests/tuning/test_gguf_merge.py)
+    gen = build_generator(GeneratorConfig(lora_mode="runtime"), model_cache_dir)
     assert type(gen).__name__ == "LlamaCppGenerator" and gen.model_id.endswith("135M-Instruct")
     return gen
 
@@ -219,7 +220,7 @@ def test_adapters_switch_per_request_and_never_share_the_kv_cache(
     shared = next(i for i, (x, y) in enumerate(zip(before, after, strict=False)) if x != y)
     assert shared > 20 and evals.calls[0] == len(after) - shared  # the system prompt is reused
     # One export per adapter (the cache is the session's: other tests' exports may be there).
-    exported = [p.name for p in Path(llama._lora_cache).glob("*.gguf")]
+    exported = [p.name for p in Path(llama._lora_cache).glob("*.gguf") if "-merged-" not in p.name]
     assert len([n for n in exported if n.startswith(("alpha-v1-", "beta-v1-"))]) == 2, exported
 
 
