@@ -27,7 +27,8 @@ export function armPanel(model) {
     answer: el("div", { class: "answer streaming" }),
     stats: el("div", { class: "stats" }, "waiting…"),
     sources: el("ol", { class: "sources" }),
-    text: "", sourceRows: [], started: performance.now(), first: null, usage: null,
+    text: "", sourceRows: [], retrieved: [], unknown: [], started: performance.now(), first: null,
+    usage: null,
   };
   panel.node = el("div", { class: "arm", dataset: { model } },
     el("h3", {}, model), panel.answer, panel.stats, el("h4", {}, "Sources"), panel.sources);
@@ -36,9 +37,12 @@ export function armPanel(model) {
 
 export function drawSources(panel) {
   clear(panel.sources);
-  if (!panel.sourceRows.length) {
+  if (panel.unknown.length) {
+    panel.sources.append(el("li", { class: "hint unknown" },
+      `no document mentions ${panel.unknown.map((t) => `“${t}”`).join(", ")}: answered without the model`));
+  }
+  if (!panel.sourceRows.length && !panel.unknown.length) {
     panel.sources.append(el("li", { class: "hint" }, "no sources (this mode does not retrieve, or nothing matched)"));
-    return;
   }
   for (const s of panel.sourceRows) {
     const cited = new RegExp(`\\[${s.number}\\]`).test(panel.text);
@@ -48,6 +52,11 @@ export function drawSources(panel) {
         s.page !== null && s.page !== undefined ? ` · page ${s.page}` : "",
         ` · score ${fmt(s.score, 3)}`, cited ? el("span", { class: "tag" }, "cited") : null),
       el("div", { class: "passage" }, s.text)));
+  }
+  const others = panel.retrieved.filter((r) => !r.shown);
+  if (others.length) {
+    panel.sources.append(el("li", { class: "hint retrieved" },
+      `also retrieved, not shown to the model: ${others.map((r) => `${r.document_id} (${fmt(r.score, 3)})`).join(", ")}`));
   }
 }
 
@@ -68,6 +77,10 @@ export function onEvent(panel, data) {
   if (data === "[DONE]") return true;
   const event = JSON.parse(data);
   if (event.error) throw new ApiFailure(0, event.error.code, event.error.message);
+  if (event.ragtune) {
+    panel.retrieved = event.ragtune.retrieved || [];
+    panel.unknown = event.ragtune.unknown_terms || [];
+  }
   if (event.sources) { panel.sourceRows = event.sources; drawSources(panel); }
   if (event.usage) panel.usage = event.usage;
   const delta = event.choices && event.choices[0] && event.choices[0].delta;

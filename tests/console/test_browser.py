@@ -46,6 +46,22 @@ def test_a_question_streams_its_answer_beside_its_sources(pages: Any) -> None:
     assert page.locator(".sources li.cited").count() >= 1
     stats = page.text_content(".arm .stats")
     assert "first token" in stats and "tokens" in stats and "out" in stats
+    # The prompt shows one passage; the others retrieved are listed apart, not as sources.
+    assert page.locator(".sources li.source").count() == 1
+    assert "not shown to the model" in page.text_content(".sources li.retrieved")
+    assert page.script_errors == []
+
+
+def test_a_question_about_what_no_document_mentions_says_so(pages: Any) -> None:
+    page = pages()
+    sign_in(page, "reader")
+    page.wait_for_selector("#chat-models select option[value='rag']", state="attached")
+    ask(page, "Who hosts the Zephyrine podcast?", ["rag"])
+    page.wait_for_selector(".answer:not(.streaming)")
+    said = page.text_content(".answer")
+    assert said.startswith("The sources do not say anything about") and "“podcast”" in said
+    assert "“podcast”" in page.text_content(".sources li.unknown")
+    assert page.locator(".sources li.source").count() == 0
     assert page.script_errors == []
 
 
