@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from retrieval.bert import BertEncoder, plain_layout
 from retrieval.config import PACKAGED_EMBEDDER, EmbedderConfig
 
 Vectors = npt.NDArray[np.float32]  # (n, dim), rows L2-normalised
@@ -71,11 +72,11 @@ class _Described:
 
 
 class SentenceTransformerEmbedder(_Described):
-    """A local sentence-transformers model; loads once, never reaches a hub."""
+    """A local sentence-transformers model; loads once, never reaches a hub. A BERT of the plain
+    layout (all-MiniLM-L6-v2's) runs on `retrieval.bert` unless `config.fast_load` is off; any
+    other model loads sentence-transformers."""
 
     def __init__(self, config: EmbedderConfig) -> None:
-        from sentence_transformers import SentenceTransformer
-
         if config.model == PACKAGED_EMBEDDER:
             path, self._model_id = (
                 packaged_model_dir(),
@@ -86,15 +87,26 @@ class SentenceTransformerEmbedder(_Described):
             self._model_id = path.resolve().name
         if not (path / "config.json").is_file():
             raise EmbedderError(f"no sentence-transformers model at {path} (config.json missing)")
-        self._model = SentenceTransformer(str(path), device=config.device, local_files_only=True)
         self._batch_size = config.batch_size
-        dim = self._model.get_embedding_dimension()
-        if dim is None:
-            raise EmbedderError(f"the model at {path} does not report its embedding size")
-        self._dim = int(dim)
+        layout = plain_layout(path) if config.fast_load else None
+        self._plain: BertEncoder | None = None
+        if layout is not None:
+            self._plain = BertEncoder(path, config.device, *layout)
+            self._dim, seq = self._plain.dim, int(self._plain.max_seq_length)
+            fast: Any = self._plain.tokenizer
+        else:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(
+                str(path), device=config.device, local_files_only=True
+            )
+            dim = self._model.get_embedding_dimension()
+            if dim is None:
+                raise EmbedderError(f"the model at {path} does not report its embedding size")
+            self._dim, seq = int(dim), int(self._model.max_seq_length or 512)
+            fast = self._model.tokenizer.backend_tokenizer
         # Special tokens ([CLS], [SEP]) take two of the model's positions.
-        self._max_tokens = int(self._model.max_seq_length or 512) - 2
-        fast = self._model.tokenizer.backend_tokenizer
+        self._max_tokens = seq - 2
         self._fast: Any = type(fast).from_str(fast.to_str())  # a copy we may reconfigure
         self._fast.no_truncation()
         self._fast.no_padding()
@@ -102,17 +114,25 @@ class SentenceTransformerEmbedder(_Described):
         # truncation) from two threads at once: one forward pass at a time per model.
         self._lock = threading.Lock()
 
+    @property
+    def loader(self) -> str:
+        """What runs the model: 'torch' (`retrieval.bert`) or 'sentence-transformers'."""
+        return "torch" if self._plain is not None else "sentence-transformers"
+
     def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
         with self._lock:
-            vectors = self._model.encode(
-                list(texts),
-                batch_size=self._batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            if self._plain is not None:
+                vectors = self._plain.encode(list(texts), self._batch_size)
+            else:
+                vectors = self._model.encode(
+                    list(texts),
+                    batch_size=self._batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def token_starts(self, text: str) -> list[int]:

@@ -17,13 +17,16 @@ LORA_CACHE = "gguf-lora"  # exported adapters, under the model cache folder
 def gguf_and_tokenizer(model: str, cache_dir: Path) -> tuple[Path, Any, str]:
     """(GGUF file, its transformers tokenizer, model id). The packaged model's tokenizer comes
     from its converted folder (converted once, as the hf backend and training use it)."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     if model == PACKAGED_GENERATOR:
         from tuning.models import packaged_gguf, resolve_model_dir
 
         folder, model_id = resolve_model_dir(model, cache_dir)
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        # The folder holds tokenizer.json: the fast tokenizer class reads it directly, where
+        # AutoTokenizer would first load the model's config and, with it, transformers' model
+        # code (2 s of a server's start). Same ids, same text (tests/tuning/test_llamacpp.py).
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(folder, local_files_only=True)
         return packaged_gguf(), tokenizer, model_id
     gguf = Path(model).expanduser()
     if not gguf.is_file():

@@ -111,10 +111,23 @@ def llama(model_cache_dir: Path) -> Any:
 def test_prompt_tokens_are_the_hf_tokenizers(llama: Any, packaged_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
+    # The server loads the fast tokenizer class directly (no model config, 2 s sooner): the
+    # same ids and text as AutoTokenizer, which the hf backend and training use.
     tokenizer = AutoTokenizer.from_pretrained(packaged_model_dir)
-    hf = tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True, return_dict=True)
-    assert llama.encode(QUESTION) == list(hf["input_ids"])
-    assert llama.count_tokens(QUESTION) == len(hf["input_ids"])
+    turns = [
+        *QUESTION,
+        {"role": "assistant", "content": "Paris [1]. Ünïcödé, 日本語 🚲"},
+        {"role": "user", "content": "  And\tthe one   of Spain?\n"},
+    ]
+    for messages in (QUESTION, turns):
+        hf = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+        assert llama.encode(messages) == list(hf["input_ids"])
+        assert llama.count_tokens(messages) == len(hf["input_ids"])
+        ids = list(hf["input_ids"])
+        assert llama.tokenizer.decode(ids, skip_special_tokens=True) == tokenizer.decode(
+            ids, skip_special_tokens=True
+        )
+    assert llama.tokenizer.eos_token_id == tokenizer.eos_token_id
     assert llama.context_window == 8192
 
 
