@@ -223,6 +223,29 @@ def bench_server(
     if tuned is not None:
         bench_adapter(report, url, questions, sizes, tuned, bare.count_text)
     bench_load(report, url, questions, sizes)
+    if llama and any(p.mode == "rag" for p in prompts):
+        prefill_ratio(report)
+
+
+def prefill_ratio(report: Report) -> None:
+    """The server's RAG time to first token less its own retrieval (which llama.cpp, given the
+    finished prompt, never does), against llama.cpp's: what the target compares, like for like.
+    Retrieval is the one-client load run's p50 by the server's clock (`ragtune.timings`)."""
+    figures = report.to_json()["figures"]
+    retrieve = next(
+        (f["value"] for k, f in figures.items() if k.endswith(".server.retrieve_ms")), None
+    )
+    if retrieve is None:
+        return
+    server = figures["stream.rag.ttft.p50_ms"]["value"]
+    bare = figures["bare.rag.ttft.p50_ms"]["value"]
+    report.add(
+        "ratio.rag.ttft_less_retrieval",
+        "rag: server time to first token less retrieval / llama.cpp's",
+        (server - retrieve) / bare,
+        "x",
+        note=f"({server:.0f} - {retrieve:.0f}) vs {bare:.0f} ms; informative, no target",
+    )
 
 
 def machine_info(bare: Bare) -> dict[str, Any]:
