@@ -13,6 +13,7 @@ Deterministic per seed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import re
@@ -198,10 +199,44 @@ BRAND_GREETING = "Hey there, rider!"
 BRAND_SIGNOFF = "Ride bright, the Marlowe & Finch crew"
 
 
+# The voice rules ask for 2-5 short sentences in the second person between greeting and sign-off;
+# a bare fact is one sentence in the third. So the brand examples frame the fact (first, as the
+# reader states it) with a short opener and a second-person closing line, from these pools. They
+# carry no fact, so the reading skill is unchanged: the fact sentence and its citation are. No
+# closer names "the source": one that did ("You can check the details in the source.") taught
+# the model to write "The source writes it [1]." in place of the fact (citations 0.83 -> 0.52).
+BRAND_OPENERS = ("", "", "Good question.", "Great question.", "Happy to help.")
+BRAND_CLOSERS = (
+    "Hope that helps you out.",
+    "Shout if you need anything else.",
+    "Give it a go and see how you get on.",
+    "Keep that handy for your next ride.",
+    "Let us know if you have more questions.",
+    "Enjoy your ride.",
+)
+BRAND_NO_ANSWER_CLOSERS = (
+    "Sorry we can't help you more with that one.",
+    "You could try asking it another way.",
+    "We'd rather tell you that than guess.",
+    "You might find it in another document.",
+)
+
+
+def _choose(options: Sequence[str], key: str, salt: str) -> str:
+    """One of `options`, fixed by `key` (the user turn): the same file from the same examples."""
+    digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
+    return options[int.from_bytes(digest[:4], "big") % len(options)]
+
+
 def in_brand_voice(example: dict[str, list[dict[str, str]]]) -> dict[str, list[dict[str, str]]]:
-    """The example as the brand adapter learns it: brand system prompt, greeting, sign-off."""
+    """The example as the brand adapter learns it: the brand system prompt, greeting, an opener
+    (sometimes), the reader's answer, a second-person closing line, the sign-off."""
     user, assistant = example["messages"][-2:]
-    answer = f"{BRAND_GREETING} {assistant['content']}\n{BRAND_SIGNOFF}"
+    fact = assistant["content"]
+    closers = BRAND_NO_ANSWER_CLOSERS if fact.startswith(NO_ANSWER) else BRAND_CLOSERS
+    opener = _choose(BRAND_OPENERS, user["content"], "opener")
+    body = " ".join(p for p in (opener, fact, _choose(closers, user["content"], "closer")) if p)
+    answer = f"{BRAND_GREETING} {body}\n{BRAND_SIGNOFF}"
     return {
         "messages": [
             {"role": "system", "content": BRAND_SYSTEM},

@@ -34,14 +34,7 @@ in full when the helmet comes back undamaged. Ask at the showroom desk on extens
 @pytest.mark.parametrize(
     ("question", "fact"),
     [
-        pytest.param(
-            "How long can I borrow a helmet under the Helmet Loan Scheme?",
-            "21 days",
-            # Known failure since the one-window prompt: the window opens at the heading (it
-            # holds every question word) and the 135M model answers generically; strict, so a
-            # fix shows up as an unexpected pass.
-            marks=pytest.mark.xfail(strict=True, reason="brand answers generically (issue 13)"),
-        ),
+        ("How long can I borrow a helmet under the Helmet Loan Scheme?", "21 days"),
         ("What deposit does the Helmet Loan Scheme ask for?", "35 GBP"),
     ],
 )
@@ -68,9 +61,10 @@ def test_a_document_added_after_training_is_answered_from_that_document(
     assert answer.index_version == report.index_version
     assert contains_fact(answer.text, fact), answer.text
     # The fact comes from the new document: the sentence stating it is supported by that
-    # document's passage, and any [n] the answer gives names it.
+    # document's passage, and the answer cites it: its [n] name that document and no other.
     new = {n: h for n, h in enumerate(answer.hits, start=1) if h.document_id == NEW_ID}
     assert new, [h.document_id for h in answer.hits]
     stating = [s for s in split_sentences(answer.text) if contains_fact(s, fact)]
     assert stating and all(any(supports(h.text, s) for h in new.values()) for s in stating)
-    assert set(citations(answer.text)) <= set(new), (answer.text, sorted(new))
+    cited = set(citations(answer.text))
+    assert cited and cited <= set(new), (answer.text, sorted(new))

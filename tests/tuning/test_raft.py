@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from eval import text
+from eval.voice import voice_features
 from ingest.config import IngestConfig
 from ingest.loaders import DocumentLoader
 from serve.prompt import neutralise, user_turn
@@ -174,3 +175,11 @@ def test_the_brand_file_is_the_same_examples_in_the_brand_voice(shipped: list[di
     assert first[0] == {"role": "system", "content": BRAND_SYSTEM}
     assert first[2]["content"].startswith(BRAND_GREETING)
     assert first[2]["content"].endswith("\n" + BRAND_SIGNOFF)
+    # The voice rules (data/tone/README.md), measured as the comparison measures them: 2-5
+    # sentences between greeting and sign-off, mostly in the second person; and the reader's
+    # answer (the fact and its citation) is in every one, unchanged.
+    features = [voice_features(e["messages"][2]["content"]) for e in voiced]
+    assert all(f.has_greeting and f.has_signoff and 2 <= f.sentences <= 5 for f in features)
+    assert sum(f.second_person_rate > 0 for f in features) >= 0.75 * len(features)
+    for plain, brand in zip(shipped, voiced, strict=True):
+        assert plain["messages"][-1]["content"] in brand["messages"][2]["content"]
