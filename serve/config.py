@@ -140,6 +140,13 @@ class ChatConfig(BaseModel):
         "a question about something the documents never mention. Such an answer carries "
         "ragtune.unknown_terms.",
     )
+    absent_scope: Literal["index", "retrieved"] = Field(
+        "index",
+        description="Which topical words of a question the absent guard weighs: 'index', "
+        "those no document holds; 'retrieved', also those none of the retrieved passages "
+        "(text, title and headings) holds, as when the documents mention colours but not the "
+        "colours of the product asked about.",
+    )
     absent_similarity: float = Field(
         0.6,
         ge=-1.0,

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from retrieval.read import Filters
+from retrieval.read import Filters, query_words
+from retrieval.rerank import stems
 from retrieval.retriever import Hit, Retriever
 from serve.absent import absent_terms
 from serve.config import ChatConfig
@@ -249,9 +250,10 @@ class Pipeline:
             shown = retrieved
             if retrieved and self.retriever is not None and self._weighs_terms():
                 terms = self.retriever.terms(question)
-                if self.config.absent_guard and terms.unknown:
+                candidates = self._absent_candidates(question, retrieved, terms.unknown)
+                if self.config.absent_guard and candidates:
                     unknown = absent_terms(
-                        terms.unknown,
+                        candidates,
                         [h.text for h in retrieved],
                         self.retriever.embedder.embed,
                         self.config.absent_similarity,
@@ -279,6 +281,23 @@ class Pipeline:
         }
         tokens = 0 if unknown else self.generator.count_tokens(prompt)
         return Prepared(route, adapter, prompt, used, retrieved, version, tokens, timings, unknown)
+
+    def _absent_candidates(
+        self, question: str, retrieved: Sequence[Hit], unknown: Sequence[str]
+    ) -> list[str]:
+        """The words the absent guard weighs: those no document holds, and with `absent_scope`
+        'retrieved' also those no retrieved passage holds (numbers never: "2024" may be written
+        otherwise)."""
+        words = list(unknown)
+        if self.config.absent_scope == "retrieved":
+            held: set[str] = set()
+            for hit in retrieved:
+                held |= stems(f"{hit.chunk.context} {hit.text}")
+            for word in query_words(question):
+                numeric = any(c.isdigit() for c in word)
+                if word not in words and not numeric and not stems(word) & held:
+                    words.append(word)
+        return words
 
     def _weighs_terms(self) -> bool:
         """Whether answers need the question's words counted in the index."""

@@ -310,3 +310,23 @@ def test_a_question_about_what_no_document_mentions_is_answered_without_the_mode
     assert "podcast" in plain.answer(ask("the podcast?"), Route(Mode.BASE), PARAMS).text
     off = Pipeline(EchoGenerator(), registry, retriever, ChatConfig(absent_guard=False), 4)
     assert off.answer(ask("the podcast?"), Route(Mode.RAG), PARAMS).text != said
+
+
+def test_the_retrieved_scope_also_weighs_words_no_retrieved_passage_holds(
+    registry: AdapterRegistry,
+) -> None:
+    # "colours" is somewhere in the index (not unknown), but in no passage about the Kestrel S.
+    sizes = "The frame comes in sizes S, M and L."
+    chunk = Chunk("doc1#0", "doc1.md", sizes, None, 0, len(sizes), "h", context="Kestrel S > Sizes")
+    hits = [Hit(chunk, "doc1.md", 1.0, 1, 7)]
+    retriever = TermsRetriever(hits, {"colours": 2.0, "kestrel": 1.0}, ())
+    question = ask("Which colours is the Kestrel S available in, in 2026?")
+    index_scope = Pipeline(EchoGenerator(), registry, retriever, ChatConfig(), 4)
+    assert index_scope.prepare(question, Route(Mode.RAG), PARAMS).unknown_terms == ()
+    scoped = Pipeline(NoGeneration(), registry, retriever, ChatConfig(absent_scope="retrieved"), 4)
+    prepared = scoped.prepare(question, Route(Mode.RAG), PARAMS)
+    # Words of the title and headings count as held ("Kestrel"); numbers never count.
+    assert prepared.unknown_terms == ("colours", "available")
+    assert scoped.answer(question, Route(Mode.RAG), PARAMS).text == (
+        "The sources do not say anything about “colours” or “available”."
+    )
