@@ -115,6 +115,13 @@ class ChatConfig(BaseModel):
         description="End an answer as soon as its last this-many words already appeared, in "
         "order, earlier in it: a small model's loop (0: never).",
     )
+    evidence_similarity: Literal["window", "chunk"] = Field(
+        "window",
+        description="How choosing the shown passage weighs meaning: 'window', the embedder's "
+        "cosine between the question and each candidate window (a forward pass over the "
+        "windows, about 50 ms on 2 cores); 'chunk', the cosine with the whole chunk's stored "
+        "vector, found by the search (free).",
+    )
     focus_chars: int = Field(
         300,
         ge=0,

@@ -204,14 +204,19 @@ class Pipeline:
             chars or max(len(h.text) for h in hits),
             keep,
             weights,
-            self._similarity(question),
+            self._similarity(question, hits),
         )
         windows = {id(hit): text for hit, text in chosen}
         return [hit for hit, _ in chosen], lambda hit: windows[id(hit)]
 
-    def _similarity(self, question: str) -> Callable[[list[str]], list[float]] | None:
+    def _similarity(
+        self, question: str, hits: Sequence[Hit]
+    ) -> Callable[[list[str]], list[float]] | None:
         if self.retriever is None:
             return None
+        if self.config.evidence_similarity == "chunk" and all("dense" in h.scores for h in hits):
+            cosines = [h.scores["dense"] for h in hits]  # in the order evidence() asks
+            return lambda texts: cosines[: len(texts)]
         embedder = self.retriever.embedder
 
         def similarity(texts: list[str]) -> list[float]:

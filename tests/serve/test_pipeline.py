@@ -330,3 +330,28 @@ def test_the_retrieved_scope_also_weighs_words_no_retrieved_passage_holds(
     assert scoped.answer(question, Route(Mode.RAG), PARAMS).text == (
         "The sources do not say anything about “colours” or “available”."
     )
+
+
+class NoEmbedding(HashEmbedder):
+    def embed(self, texts: Any) -> Any:
+        raise AssertionError("the embedder ran")
+
+
+def test_chunk_similarity_chooses_by_the_searchs_stored_cosines_without_embedding(
+    registry: AdapterRegistry,
+) -> None:
+    # Two passages the question's words cover alike; the search found the second closer.
+    texts = ["Opening hours: the showroom opens at 9.", "Opening hours: the workshop opens at 8."]
+    hits = [hit(1, texts[0]), hit(2, texts[1])]
+    for h, cosine in zip(hits, (0.2, 0.9), strict=True):
+        h.scores["dense"] = cosine
+    retriever = TermsRetriever(hits, {"opening": 1.0, "hours": 1.0}, ())
+    retriever.embedder = NoEmbedding(64)
+    config = ChatConfig(evidence_similarity="chunk")
+    p = Pipeline(EchoGenerator(), registry, retriever, config, 4)
+    prepared = p.prepare(ask("What are the opening hours?"), Route(Mode.RAG), PARAMS)
+    assert prepared.hits == [hits[1]]
+    # Without a stored cosine for every hit, the windows are embedded as by default.
+    del hits[0].scores["dense"]
+    with pytest.raises(AssertionError, match="the embedder ran"):
+        p.prepare(ask("What are the opening hours?"), Route(Mode.RAG), PARAMS)
