@@ -45,7 +45,7 @@ run: setup
 # The company's voice and the reading skill in one adapter: a new version of `brand`, promoted
 # to prod (voice: data/tone; reading: data/reader in the brand voice). About 25 minutes on 2 cores.
 tune: setup
-	$(VENV)/bin/ragtune tune --name brand --promote prod --max-steps 40 --eval-every 20 \
+	$(VENV)/bin/ragtune tune --name brand --promote prod --max-steps 80 --eval-every 40 \
 		--distractors 0 --data data/tone/brand_voice.jsonl \
 		--data data/tone/brand_voice_with_context.jsonl --data data/reader/reader_brand.jsonl
 
