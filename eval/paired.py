@@ -18,17 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eval.metrics import METRICS as REGISTRY
 from eval.stats import paired_bootstrap
 
-METRICS = (
-    "token_f1",
-    "key_fact_recall",
-    "grounded_share",
-    "citation_accuracy",
-    "abstains_when_absent",
-    "false_abstention",
-    "tone_score",
-)
+# The comparison's per-answer quality metrics (retrieval is the same in paired runs of one index,
+# and cost is not a quality).
+METRICS = tuple(m.name for m in REGISTRY if m.group in ("answer", "grounding", "tone"))
 
 
 class PairingError(ValueError):

@@ -255,8 +255,12 @@ class Pipeline:
             shown = retrieved
             if retrieved and self.retriever is not None and self._weighs_terms():
                 terms = self.retriever.terms(question)
-                candidates = self._absent_candidates(question, retrieved, terms.unknown)
-                if self.config.absent_guard and candidates:
+                candidates = (
+                    self._absent_candidates(question, retrieved, terms.unknown)
+                    if self.config.absent_guard
+                    else []
+                )
+                if candidates:
                     unknown = absent_terms(
                         candidates,
                         [h.text for h in retrieved],

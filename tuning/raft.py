@@ -13,7 +13,6 @@ Deterministic per seed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import re
@@ -224,8 +223,7 @@ BRAND_NO_ANSWER_CLOSERS = (
 
 def _choose(options: Sequence[str], key: str, salt: str) -> str:
     """One of `options`, fixed by `key` (the user turn): the same file from the same examples."""
-    digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
-    return options[int.from_bytes(digest[:4], "big") % len(options)]
+    return options[int(sha256_hex(f"{salt}:{key}")[:8], 16) % len(options)]
 
 
 def in_brand_voice(example: dict[str, list[dict[str, str]]]) -> dict[str, list[dict[str, str]]]:
