@@ -5,14 +5,17 @@ the fact next to the question's words instead of a number from elsewhere. A wind
 contiguous run of the chunk's lines or sentences (so it is the chunk's own text, and grounding
 and citations still hold against the whole chunk) of at most `chars` characters, chosen to
 cover as much of the question's topical words as possible, each word weighted by its rarity
-in the index (so "clamp" counts more than "Aurora"), numbers breaking ties. `evidence` then
-keeps the chunks whose windows bear most on the question.
+in the index (so "clamp" counts more than "Aurora"), numbers at or after the question's words
+breaking ties. Words the passage's label already shows (its document name, printed above the
+window) count as covered: in a table of warranty periods, under "warranty-and-returns.pdf",
+the row to show is the one that says "Battery", not one that repeats "warranty". `evidence`
+then keeps the chunks whose windows bear most on the question.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -22,7 +25,9 @@ from retrieval.rerank import stems
 # Where a chunk may be cut: after a line break, or after a sentence end.
 _UNIT = re.compile(r"[^\n]*?(?:[.!?](?=\s)|\n|$)\s*")
 _NUMBER = re.compile(r"\d")
-NUMBER_BONUS = 0.05  # per piece holding a number, for two at most: answers are often numbers
+# Per piece holding a number, for two at most, from the first piece with a question word on:
+# answers are often numbers, and they follow their topic (a number above it is another row's).
+NUMBER_BONUS = 0.05
 LENGTH_COST = 0.01  # per extra piece: of two windows that cover as much, the shorter
 RANK_COST = 0.03  # per retrieval rank: of two chunks whose windows score alike, the better hit
 SIMILARITY_WEIGHT = 0.5  # of the embedder's cosine between question and window, when given
@@ -48,22 +53,26 @@ def wanted_terms(question: str, weights: Mapping[str, float] | None = None) -> d
     return {s: (weights.get(s, 1.0) if weights else 1.0) for s in wanted}
 
 
-def window(text: str, wanted: Mapping[str, float], chars: int) -> Window:
+def window(
+    text: str, wanted: Mapping[str, float], chars: int, given: Set[str] = frozenset()
+) -> Window:
     """The best window of `text`, at most `chars` long (where one piece alone is longer, that
-    piece is cut at a word), scored by the weighted share of `wanted` it covers; the whole
-    text when it already fits."""
+    piece is cut at a word), scored by the weighted share of `wanted` it and `given` (stems
+    shown beside it) cover; the whole text when it already fits."""
     total = sum(wanted.values()) or 1.0
     units = _units(text)
     found = [stems(u) & wanted.keys() for u in units]
+    shown = given & wanted.keys()
     best: tuple[float, int, int] = (-1.0, 0, 1)
     for i in range(len(units)):
-        size, covered, numbers = 0, set[str](), 0
+        size, covered, numbers, on_topic = 0, set(shown), 0, False
         for j in range(i, len(units)):
             size += len(units[j])
             if size > chars and j > i:
                 break
             covered |= found[j]
-            numbers += bool(_NUMBER.search(units[j]))
+            on_topic = on_topic or bool(found[j])
+            numbers += on_topic and bool(_NUMBER.search(units[j]))
             score = (
                 sum(wanted[s] for s in covered) / total
                 + NUMBER_BONUS * min(numbers, 2)
@@ -79,11 +88,17 @@ def window(text: str, wanted: Mapping[str, float], chars: int) -> Window:
     return Window(picked, best[0])
 
 
-def focus(text: str, question: str, chars: int, weights: Mapping[str, float] | None = None) -> str:
-    """The best window of `text` for `question` (see `window`)."""
+def focus(
+    text: str,
+    question: str,
+    chars: int,
+    weights: Mapping[str, float] | None = None,
+    label: str = "",
+) -> str:
+    """The best window of `text` for `question` (see `window`), under `label`."""
     if len(text) <= chars:
         return text
-    return window(text, wanted_terms(question, weights), chars).text
+    return window(text, wanted_terms(question, weights), chars, stems(label)).text
 
 
 def evidence(
@@ -94,12 +109,17 @@ def evidence(
     keep: int,
     weights: Mapping[str, float] | None = None,
     similarity: Callable[[list[str]], Sequence[float]] | None = None,
+    label_of: Callable[[T], str] | None = None,
 ) -> list[tuple[T, str]]:
     """The `keep` items (retrieved chunks, best first) whose windows bear most on `question`,
     each with its window, in their retrieval order. `similarity`, if given, scores windows
-    against the question (the embedder's cosine) on top of the word coverage."""
+    against the question (the embedder's cosine) on top of the word coverage; `label_of`, if
+    given, is what the prompt prints above each item's window (its words count as covered)."""
     wanted = wanted_terms(question, weights)
-    windows = [window(text_of(item), wanted, chars) for item in items]
+    windows = [
+        window(text_of(item), wanted, chars, stems(label_of(item)) if label_of else frozenset())
+        for item in items
+    ]
     scores = [w.score - RANK_COST * rank for rank, w in enumerate(windows)]
     if similarity is not None and len(items) > keep:
         for i, cosine in enumerate(similarity([w.text for w in windows])):

@@ -21,7 +21,7 @@ from serve.absent import absent_terms
 from serve.config import ChatConfig
 from serve.focus import evidence, focus
 from serve.loops import guarded
-from serve.prompt import build_messages
+from serve.prompt import build_messages, source_label
 from tuning.adapters import WEIGHTS, Adapter, AdapterRegistry, verify_adapter
 from tuning.generator import Completion, GenerationParams, Generator, Message, StreamStats
 
@@ -196,7 +196,7 @@ class Pipeline:
         if not keep or len(hits) <= keep:
             if not chars:
                 return hits, None
-            return hits, lambda hit: focus(hit.text, question, chars, weights)
+            return hits, lambda hit: focus(hit.text, question, chars, weights, source_label(hit))
         chosen = evidence(
             hits,
             lambda hit: hit.text,
@@ -205,6 +205,7 @@ class Pipeline:
             keep,
             weights,
             self._similarity(question, hits),
+            label_of=source_label,
         )
         windows = {id(hit): text for hit, text in chosen}
         return [hit for hit, _ in chosen], lambda hit: windows[id(hit)]

@@ -31,11 +31,15 @@ def neutralise(text: str) -> str:
     return _CONTROL.sub(lambda m: m.group().translate(_LOOK_ALIKES), text)
 
 
+def source_label(hit: Hit) -> str:
+    """Where a source is from, as the prompt prints it above its text."""
+    return hit.document_id + (f", page {hit.page}" if hit.page else "")
+
+
 def source_block(number: int, hit: Hit, text: str | None = None) -> str:
     """Source `number` as the prompt shows it: where it is from, then its text (or `text`, an
     excerpt of it)."""
-    where = hit.document_id + (f", page {hit.page}" if hit.page else "")
-    return f"[{number}] {where}\n{neutralise(hit.text if text is None else text)}"
+    return f"[{number}] {source_label(hit)}\n{neutralise(hit.text if text is None else text)}"
 
 
 def user_turn(question: str, blocks: Sequence[str]) -> str:

@@ -60,3 +60,31 @@ def test_the_prompt_shows_excerpts_but_cites_the_whole_hits() -> None:
     user = messages[-1]["content"]
     assert "[1] manual.pdf, page 6\n" in user and "4.5 Nm" in user
     assert "Pedals 35 Nm" not in user
+
+
+# A period table as policies print it: "warranty" in the document's name and in one wrong row.
+PERIODS = (
+    "Frame 10 years Original owner only\n"
+    "Motor and display 3 years\n"
+    "Battery 2 years or 800 full charge cycles Whichever comes first\n"
+    "Paint 2 years Excludes stone chips\n"
+    "Wearing parts (tyres, chain, brake pads) 6 months Defects only\n"
+    "Replacement parts fitted under warranty Remainder of period or 6 months\n"
+    "Battery capacity guarantee\n"
+)
+
+
+def test_words_the_label_shows_count_as_covered() -> None:
+    question = "How long is the battery warranty?"
+    # Alone, the rows that say both "warranty" and "battery" win, and the answer is not in them.
+    assert "800 full charge cycles" not in focus(PERIODS, question, 110)
+    window = focus(PERIODS, question, 110, label="policies/warranty-and-returns.pdf, page 1")
+    assert window.startswith("Battery 2 years or 800 full charge cycles")
+    assert window in PERIODS and len(window) <= 110
+
+
+def test_a_number_above_the_questions_words_is_not_a_reason_to_show_it() -> None:
+    text = "Call 0800 123 456 for help.\nBattery storage\nKeep it at 40 to 60 percent charge.\n"
+    text += "Never leave it in a car in summer or in frost. " * 3
+    window = focus(text, "How should the battery be stored?", 80)
+    assert window.startswith("Battery storage") and "0800" not in window
