@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,7 @@ from retrieval.read import Filters, ReadView, StoredChunk, query_words
 from retrieval.rerank import cosines_of, fuse, rescore, stems
 
 MAX_QUERY_CHARS = 4000
+QUERY_VECTORS_KEPT = 64  # recent queries' vectors: the chat pipeline compares its question again
 
 
 class QueryError(ValueError):
@@ -77,6 +80,24 @@ class Retriever:
         self.index = index
         self.embedder = embedder
         self.config = config or RetrievalConfig()
+        self._vectors: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._vectors_lock = threading.Lock()
+
+    def query_vector(self, query: str) -> Any:
+        """The embedder's (read-only) vector of `query`, as `retrieve` searches with; the last
+        QUERY_VECTORS_KEPT are kept, so comparing the question again costs no forward pass."""
+        key = (self.embedder.model_id, query[:MAX_QUERY_CHARS])
+        with self._vectors_lock:
+            if (kept := self._vectors.get(key)) is not None:
+                self._vectors.move_to_end(key)
+                return kept
+        vector = self.embedder.embed([key[1]])[0]
+        vector.setflags(write=False)
+        with self._vectors_lock:
+            self._vectors[key] = vector
+            while len(self._vectors) > QUERY_VECTORS_KEPT:
+                self._vectors.popitem(last=False)
+        return vector
 
     def retrieve(
         self,
@@ -97,7 +118,7 @@ class Retriever:
         query = query[:MAX_QUERY_CHARS]
         filters = filters or Filters()
         wide = max(k, self.config.candidates) if mode == "hybrid" else k
-        vector = self.embedder.embed([query])[0] if mode != "keyword" else None
+        vector = self.query_vector(query) if mode != "keyword" else None
         with self.index.read() as view:
             rows: dict[int, StoredChunk] = {}  # filled by the re-score; the rest read once here
             ranked = self._rank(view, query, vector, wide, filters, mode, rows)[:k]

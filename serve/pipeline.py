@@ -218,11 +218,11 @@ class Pipeline:
         if self.config.evidence_similarity == "chunk" and all("dense" in h.scores for h in hits):
             cosines = [h.scores["dense"] for h in hits]  # in the order evidence() asks
             return lambda texts: cosines[: len(texts)]
-        embedder = self.retriever.embedder
+        retriever = self.retriever
 
         def similarity(texts: list[str]) -> list[float]:
-            vectors = embedder.embed([question, *texts])
-            return [float(v @ vectors[0]) for v in vectors[1:]]
+            query = retriever.query_vector(question)  # the search's own, usually kept
+            return [float(v @ query) for v in retriever.embedder.embed(texts)]
 
         return similarity
 

@@ -16,7 +16,7 @@ from retrieval.indexer import Indexer
 from retrieval.read import Filters
 from retrieval.retriever import QueryError, Retriever
 from tests.conftest import CORPUS, EVAL_CASES
-from tests.retrieval.helpers import paragraph, write_files
+from tests.retrieval.helpers import CountingEmbedder, paragraph, write_files
 
 MODES = ["dense", "keyword", "hybrid"]
 
@@ -136,6 +136,22 @@ def test_terms_of_an_empty_index_are_empty(tmp_path: Path) -> None:
     index = Index(tmp_path / "index", embedder_model_id=embedder.model_id, dim=64)
     terms = Retriever(index, embedder).terms("anything at all")
     assert terms.weights == {} and terms.unknown == ()
+
+
+def test_a_querys_vector_is_computed_once_and_shared_read_only(retriever: Retriever) -> None:
+    counting = CountingEmbedder(64)
+    retriever.embedder = counting
+    assert retriever.retrieve("pump warehouse", k=2, mode="dense")
+    vector = retriever.query_vector("pump warehouse")  # as the chat pipeline asks again
+    assert counting.calls == ["pump warehouse"]
+    assert (vector == HashEmbedder(64).embed(["pump warehouse"])[0]).all()
+    with pytest.raises(ValueError, match="read-only"):
+        vector[0] = 1.0
+    for i in range(70):  # the oldest are let go
+        retriever.query_vector(f"query {i}")
+    counting.calls.clear()
+    retriever.query_vector("pump warehouse")
+    assert counting.calls == ["pump warehouse"]
 
 
 def test_empty_query_is_refused(retriever: Retriever) -> None:

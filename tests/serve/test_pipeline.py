@@ -257,6 +257,9 @@ class TermsRetriever(ListRetriever):
     def terms(self, query: str) -> QueryTerms:
         return self.terms_of
 
+    def query_vector(self, query: str) -> Any:
+        return self.embedder.embed([query])[0]
+
 
 class NoGeneration(EchoGenerator):
     def generate(self, *args: Any, **kwargs: Any) -> Any:
