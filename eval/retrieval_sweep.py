@@ -77,7 +77,9 @@ def latency_ratio(index: Index, embedder: Embedder, questions: Sequence[str]) ->
     """p50 ms of today's default and of the fusion before issue 13 on the same index, timed
     interleaved (question by question, 3 rounds), so a loaded machine slows both alike."""
     arms = {"default": RetrievalConfig(), "before": RetrievalConfig(**BEFORE)}
-    retrievers = {name: Retriever(index, embedder, cfg) for name, cfg in arms.items()}
+    retrievers = {
+        name: Retriever(index, embedder, cfg, kept_vectors=0) for name, cfg in arms.items()
+    }
     times: dict[str, list[float]] = {name: [] for name in arms}
     for _ in range(3):
         for question in questions:
@@ -96,7 +98,9 @@ def sweep(corpus: Path, cases_path: Path, folder: Path) -> list[dict[str, Any]]:
     indexes = {flag: build(embedder, corpus, folder / str(flag), flag) for flag in (False, True)}
     rows = []
     for name, contextual, settings in CHOICES:
-        retriever = Retriever(indexes[contextual], embedder, RetrievalConfig(**settings))
+        retriever = Retriever(
+            indexes[contextual], embedder, RetrievalConfig(**settings), kept_vectors=0
+        )
         score(retriever, cases[:5])  # warm up
         rows.append({"choice": name, **score(retriever, cases)})
     rows.append({"latency": latency_ratio(indexes[True], embedder, [c.question for c in cases])})

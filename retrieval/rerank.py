@@ -30,9 +30,16 @@ def fuse(lists: Mapping[str, Ranked], weights: Mapping[str, float], k: int) -> d
     return fused
 
 
+_SIBILANT_ES = ("sses", "shes", "ches", "xes", "zes")  # "es" is the plural's own: boxes, matches
+
+
 def _stem(word: str) -> str:
     if word.endswith("ies") and len(word) > 4:  # batteries -> battery
         return word[:-3] + "y"
+    if word.endswith("es") and not word.endswith(_SIBILANT_ES):
+        return word[:-1] if len(word) > 3 else word  # tyres -> tyre, brakes -> brake
+    if word.endswith("ss"):  # class, glass: not a plural
+        return word
     for suffix in _SUFFIXES:
         if word.endswith(suffix) and len(word) > len(suffix) + 2:
             return word[: -len(suffix)]

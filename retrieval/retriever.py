@@ -76,16 +76,24 @@ class QueryTerms:
 class Retriever:
     """Searches one committed index version per call."""
 
-    def __init__(self, index: Index, embedder: Embedder, config: RetrievalConfig | None = None):
+    def __init__(
+        self,
+        index: Index,
+        embedder: Embedder,
+        config: RetrievalConfig | None = None,
+        *,
+        kept_vectors: int = QUERY_VECTORS_KEPT,
+    ):
         self.index = index
         self.embedder = embedder
         self.config = config or RetrievalConfig()
+        self.kept_vectors = kept_vectors  # 0: every query is embedded (benchmarks time that)
         self._vectors: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._vectors_lock = threading.Lock()
 
     def query_vector(self, query: str) -> Any:
         """The embedder's (read-only) vector of `query`, as `retrieve` searches with; the last
-        QUERY_VECTORS_KEPT are kept, so comparing the question again costs no forward pass."""
+        `kept_vectors` are kept, so comparing the question again costs no forward pass."""
         key = (self.embedder.model_id, query[:MAX_QUERY_CHARS])
         with self._vectors_lock:
             if (kept := self._vectors.get(key)) is not None:
@@ -95,7 +103,7 @@ class Retriever:
         vector.setflags(write=False)
         with self._vectors_lock:
             self._vectors[key] = vector
-            while len(self._vectors) > QUERY_VECTORS_KEPT:
+            while len(self._vectors) > self.kept_vectors:
                 self._vectors.popitem(last=False)
         return vector
 

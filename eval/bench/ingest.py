@@ -93,7 +93,7 @@ def _retrieve_ms(retriever: Retriever, queries: list[str], mode: SearchMode) -> 
 
 def bench_retrieval_real(report: Report, index: Index, embedder: Embedder, chunks: int) -> None:
     """Figure 4 at the generated corpus's size, with the real embedder."""
-    retriever = Retriever(index, embedder, RetrievalConfig())
+    retriever = Retriever(index, embedder, RetrievalConfig(), kept_vectors=0)
     queries = [*QUERIES, *QUERIES]
     embed_ms = timed_ms(lambda i: embedder.embed([queries[i]]), len(QUERIES), 10)
     report.add_latency(
@@ -109,7 +109,7 @@ def bench_retrieval_real(report: Report, index: Index, embedder: Embedder, chunk
             + (", query embedding included" if mode != "keyword" else ""),
         )
     # The same hybrid search without its re-scoring stage, in the same run: what it costs.
-    fusion_only = Retriever(index, embedder, RetrievalConfig(rerank_depth=0))
+    fusion_only = Retriever(index, embedder, RetrievalConfig(rerank_depth=0), kept_vectors=0)
     report.add_latency(
         "retrieval.real.hybrid.fusion_only",
         f"retrieve hybrid @{chunks:,} chunks, fusion only (no re-score)",

@@ -153,7 +153,7 @@ def retrieve_latency(
     """`Retriever.retrieve` end to end (read transaction, search, fusion, chunk rows), with
     the query embedding replaced by the precomputed `qvecs[i]`."""
     embedder = QueryVectors(index.dim)
-    retriever = Retriever(index, embedder, RetrievalConfig())
+    retriever = Retriever(index, embedder, RetrievalConfig(), kept_vectors=0)
 
     def one(i: int) -> None:
         embedder.next = qvecs[i % len(qvecs)]

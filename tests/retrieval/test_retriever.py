@@ -152,6 +152,12 @@ def test_a_querys_vector_is_computed_once_and_shared_read_only(retriever: Retrie
     counting.calls.clear()
     retriever.query_vector("pump warehouse")
     assert counting.calls == ["pump warehouse"]
+    # Benchmarks that time the query's embedding keep none.
+    timed = Retriever(retriever.index, counting, kept_vectors=0)
+    counting.calls.clear()
+    timed.retrieve("pump warehouse", k=2, mode="dense")
+    timed.query_vector("pump warehouse")
+    assert counting.calls == ["pump warehouse", "pump warehouse"]
 
 
 def test_empty_query_is_refused(retriever: Retriever) -> None:
