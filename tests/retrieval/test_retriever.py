@@ -14,7 +14,7 @@ from retrieval.embedder import HashEmbedder
 from retrieval.index import Index
 from retrieval.indexer import Indexer
 from retrieval.read import Filters
-from retrieval.retriever import QueryError, Retriever
+from retrieval.retriever import QUERY_VECTORS_KEPT, QueryError, Retriever
 from tests.conftest import CORPUS, EVAL_CASES
 from tests.retrieval.helpers import CountingEmbedder, paragraph, write_files
 
@@ -147,7 +147,7 @@ def test_a_querys_vector_is_computed_once_and_shared_read_only(retriever: Retrie
     assert (vector == HashEmbedder(64).embed(["pump warehouse"])[0]).all()
     with pytest.raises(ValueError, match="read-only"):
         vector[0] = 1.0
-    for i in range(70):  # the oldest are let go
+    for i in range(QUERY_VECTORS_KEPT):  # the oldest are let go
         retriever.query_vector(f"query {i}")
     counting.calls.clear()
     retriever.query_vector("pump warehouse")
