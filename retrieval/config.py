@@ -83,3 +83,11 @@ class RetrievalConfig(BaseModel):
         description="Hybrid: the best fused candidates re-scored by cosine, BM25 and query-word "
         "coverage over title, headings and text (0: no re-scoring).",
     )
+    query_vectors_kept: int = Field(
+        64,
+        ge=0,
+        le=100_000,
+        description="The last this many queries' vectors are kept (a repeated question, and "
+        "the chat's second look at its own question, cost no forward pass). 0: every query is "
+        "embedded, as benchmarks that time retrieval need.",
+    )

@@ -16,7 +16,6 @@ from retrieval.read import Filters, ReadView, StoredChunk, query_words
 from retrieval.rerank import cosines_of, fuse, rescore, stems
 
 MAX_QUERY_CHARS = 4000
-QUERY_VECTORS_KEPT = 64  # recent queries' vectors: the chat pipeline compares its question again
 
 
 class QueryError(ValueError):
@@ -82,12 +81,13 @@ class Retriever:
         embedder: Embedder,
         config: RetrievalConfig | None = None,
         *,
-        kept_vectors: int = QUERY_VECTORS_KEPT,
+        kept_vectors: int | None = None,
     ):
         self.index = index
         self.embedder = embedder
         self.config = config or RetrievalConfig()
-        self.kept_vectors = kept_vectors  # 0: every query is embedded (benchmarks time that)
+        # 0: every query is embedded (benchmarks time that); None: the config's setting.
+        self.kept_vectors = self.config.query_vectors_kept if kept_vectors is None else kept_vectors
         self._vectors: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._vectors_lock = threading.Lock()
 

@@ -80,6 +80,9 @@ def server_env(data_dir: Path, model_cache: Path, fake: bool) -> dict[str, str]:
         "RAGTUNE_SERVER__MAX_QUEUE": str(MAX_QUEUE),
         # Waiting long is not what this measures: no 503 while 16 clients share one slot.
         "RAGTUNE_SERVER__QUEUE_TIMEOUT_S": "900",
+        # Every prompt is asked once a round: a kept question vector would time the second
+        # round's retrieval without its query embedding, which a new question always pays.
+        "RAGTUNE_RETRIEVAL__QUERY_VECTORS_KEPT": "0",
         "TOKENIZERS_PARALLELISM": "false",
     }
     if fake:
@@ -286,7 +289,11 @@ def run_serve(
             omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "unset (libgomp default)"),
             sizes=sizes.__dict__,
             machine=machine_info(bare),
-            server_env={k: v for k, v in env.items() if k.startswith("RAGTUNE_SERVER")},
+            server_env={
+                k: v
+                for k, v in env.items()
+                if k.startswith(("RAGTUNE_SERVER", "RAGTUNE_RETRIEVAL"))
+            },
             prompts=[
                 {
                     "mode": p.mode,
