@@ -52,13 +52,13 @@ def banned_facts(cases: Path) -> list[str]:
     return sorted(facts)
 
 
-def _mentions(paragraph: str, facts: Iterable[str]) -> bool:
+def mentions(paragraph: str, facts: Iterable[str]) -> bool:
     return any(re.search(rf"(?<!\w){re.escape(f)}(?!\w)", paragraph, re.I) for f in facts)
 
 
 def decontaminate(text: str, facts: Sequence[str]) -> str:
     """`text` without the paragraphs that mention any of `facts` (whole words, any case)."""
-    kept = [p for p in text.split("\n\n") if not _mentions(p, facts)]
+    kept = [p for p in text.split("\n\n") if not mentions(p, facts)]
     return "\n\n".join(kept)
 
 
