@@ -80,9 +80,11 @@ def server_env(data_dir: Path, model_cache: Path, fake: bool) -> dict[str, str]:
         "RAGTUNE_SERVER__MAX_QUEUE": str(MAX_QUEUE),
         # Waiting long is not what this measures: no 503 while 16 clients share one slot.
         "RAGTUNE_SERVER__QUEUE_TIMEOUT_S": "900",
-        # Every prompt is asked once a round: a kept question vector would time the second
-        # round's retrieval without its query embedding, which a new question always pays.
-        "RAGTUNE_RETRIEVAL__QUERY_VECTORS_KEPT": "0",
+        # Every prompt is asked once a round, so the default 64 kept question vectors would
+        # time later rounds without the query embedding a new question pays. One kept: each
+        # request embeds its question once, as a new question does, and the window comparison
+        # reuses it (0 would embed it twice, which no request does).
+        "RAGTUNE_RETRIEVAL__QUERY_VECTORS_KEPT": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
     if fake:
