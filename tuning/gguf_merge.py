@@ -34,7 +34,6 @@ def merged_weight(tensor: Any, lora_a: Any, lora_b: Any, alpha: float) -> tuple[
     base's). Q8_0's step is 17x finer; F16 where a row is not a multiple of 32.
     """
     import numpy as np
-    from gguf import GGMLQuantizationType as T
     from gguf.quants import dequantize, quantize
 
     weight = dequantize(tensor.data, tensor.tensor_type).astype(np.float32)  # (out, in)
@@ -44,15 +43,27 @@ def merged_weight(tensor: Any, lora_a: Any, lora_b: Any, alpha: float) -> tuple[
         raise AdapterExportError(
             f"LoRA delta {delta.shape} does not fit {tensor.name} {weight.shape}"
         )
-    qtype = tensor.tensor_type
-    if qtype not in (T.F32, T.F16, T.BF16, T.Q8_0):
-        qtype = T.Q8_0 if weight.shape[-1] % 32 == 0 else T.F16
+    qtype = finer_type(tensor.tensor_type, weight.shape[-1])
     return quantize(weight + delta, qtype), qtype
 
 
-def write_merged(source: Path, tensors: dict[str, Any], alpha: float, target: Path) -> None:
-    """Copy `source`'s metadata and tensors into `target` atomically, the LoRA targets merged."""
+def finer_type(qtype: Any, row: int) -> Any:
+    """`qtype` where it is float or Q8_0; for a 4/5-bit type, Q8_0 (F16 where a row of `row`
+    values is not a whole number of Q8_0's 32-value blocks)."""
+    from gguf import GGMLQuantizationType as T
+
+    if qtype in (T.F32, T.F16, T.BF16, T.Q8_0):
+        return qtype
+    return T.Q8_0 if row % 32 == 0 else T.F16
+
+
+def write_merged(
+    source: Path, tensors: dict[str, Any], alpha: float, target: Path, *, finer: bool = False
+) -> None:
+    """Copy `source`'s metadata and tensors into `target` atomically, the LoRA targets merged;
+    with `finer`, every other 4/5-bit tensor re-laid in `finer_type` too."""
     from gguf import GGUFReader, GGUFValueType
+    from gguf.quants import dequantize, quantize
 
     reader = GGUFReader(source)
     arch = str(reader.fields["general.architecture"].contents())
@@ -70,10 +81,38 @@ def write_merged(source: Path, tensors: dict[str, Any], alpha: float, target: Pa
                 used.add(tensor.name)
                 a, b = tensors[f"{tensor.name}.lora_a"], tensors[f"{tensor.name}.lora_b"]
                 data, qtype = merged_weight(tensor, a, b, alpha)
+            elif finer and (finer_qtype := finer_type(qtype, int(tensor.shape[0]))) != qtype:
+                weight = dequantize(data, qtype)
+                data, qtype = quantize(weight, finer_qtype), finer_qtype
             writer.add_tensor(tensor.name, data, raw_shape=data.shape, raw_dtype=qtype)
         missing = {n.rsplit(".", 1)[0] for n in tensors} - used
         if missing:
             raise AdapterExportError(f"the base model has no tensor {sorted(missing)[0]}")
+
+
+def relaid_q8(source: Path, cache_dir: Path) -> Path:
+    """`source` with its 4/5-bit tensors as Q8_0 (`finer_type`): a GGUF under `cache_dir`,
+    written once (atomically) and reused; `source` itself when it holds none (remembered by an
+    empty marker file, as reading a GGUF's tensor table takes seconds). Each value of a Q4_1
+    block lands within about half a Q8_0 step (the step, 1/127 of the block's largest value,
+    is stored as float16) of itself."""
+    stat = source.stat()
+    key = hashlib.sha256(f"{source.name}:{stat.st_size}:q8_0:{MERGE_FORMAT}".encode())
+    target = cache_dir / f"{source.stem}-q8_0-{key.hexdigest()[:16]}.gguf"
+    as_is = target.with_suffix(".as-is")
+    if target.is_file():
+        return target
+    if as_is.is_file():
+        return source
+    from gguf import GGUFReader
+
+    tensors = GGUFReader(source).tensors
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if all(finer_type(t.tensor_type, int(t.shape[0])) == t.tensor_type for t in tensors):
+        as_is.touch()
+        return source
+    write_merged(source, {}, 0.0, target, finer=True)
+    return target
 
 
 def merge_adapter(adapter: Adapter, base: BaseModel, cache_dir: Path) -> Path:

@@ -12,6 +12,7 @@ from tuning.generator import Generator, GeneratorError
 
 log = logging.getLogger(__name__)
 LORA_CACHE = "gguf-lora"  # exported adapters, under the model cache folder
+Q8_CACHE = "gguf-q8_0"  # the base model re-laid as Q8_0 (generator.weights)
 
 
 def gguf_and_tokenizer(model: str, cache_dir: Path) -> tuple[Path, Any, str]:
@@ -35,6 +36,18 @@ def gguf_and_tokenizer(model: str, cache_dir: Path) -> tuple[Path, Any, str]:
     return gguf, tokenizer, gguf.stem
 
 
+def finer_weights(gguf: Path, cache_dir: Path) -> Path:
+    """`gguf` re-laid as Q8_0 (`generator.weights`), converted once into the model cache; the
+    file as given, with one warning line, when that cannot be written."""
+    from tuning.gguf_merge import relaid_q8
+
+    try:
+        return relaid_q8(gguf, cache_dir / Q8_CACHE)
+    except (OSError, ValueError) as exc:  # disk full, read-only cache, a malformed tensor
+        log.warning("generator: cannot re-lay %s as Q8_0 (%s); serving it as given", gguf, exc)
+        return gguf
+
+
 def build_llamacpp(config: GeneratorConfig, cache_dir: Path) -> Generator | None:
     """The llama.cpp generator for `config`; with backend 'auto', None (and one warning line)
     when llama-cpp-python is missing or broken, so that the caller builds the hf backend."""
@@ -44,6 +57,8 @@ def build_llamacpp(config: GeneratorConfig, cache_dir: Path) -> Generator | None
         import_llama_cpp()  # before the tokenizer: a missing backend costs nothing
         started = time.monotonic()
         gguf, tokenizer, model_id = gguf_and_tokenizer(config.model, cache_dir)
+        if config.weights == "q8_0":
+            gguf = finer_weights(gguf, cache_dir)
         generator = LlamaCppGenerator(
             gguf, tokenizer, model_id, cache_dir / LORA_CACHE,
             max_adapters=config.max_adapters, n_threads=config.threads,

@@ -133,3 +133,87 @@ def test_merged_models_switch_per_request_evict_and_reuse_the_cache(
     files = [p.name for p in Path(gen._lora_cache).glob("*-merged-*.gguf")]
     assert len([n for n in files if n.startswith(("alpha-v1-", "beta-v1-"))]) == 2, files
     gen.close()
+
+
+@pytest.mark.slow
+def test_the_packaged_model_is_relaid_as_q8_0_once_each_value_within_a_half_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gguf import GGMLQuantizationType as T
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    from tuning.models import packaged_gguf
+
+    source = packaged_gguf()
+    relaid = gguf_merge.relaid_q8(source, tmp_path / "q8")
+    assert relaid != source and relaid.parent == tmp_path / "q8"
+    before, after = GGUFReader(source), GGUFReader(relaid)
+    assert {t.tensor_type for t in before.tensors} >= {T.Q4_1}
+    assert {t.tensor_type for t in after.tensors} <= {T.F32, T.F16, T.Q8_0}
+    assert [t.name for t in after.tensors] == [t.name for t in before.tensors]
+    assert set(after.fields) == set(before.fields)
+    for old, new in zip(before.tensors[:12], after.tensors[:12], strict=True):
+        a = dequantize(old.data, old.tensor_type).astype(np.float32)
+        b = dequantize(new.data, new.tensor_type).astype(np.float32)
+        assert a.shape == b.shape
+        # Q8_0: 32-value blocks, step = the block's largest magnitude / 127, stored as float16
+        # (so half a step, plus the float16 rounding of the step times up to 127).
+        steps = np.abs(a.reshape(-1, 32)).max(axis=1, keepdims=True) / 127
+        assert (np.abs(a - b).reshape(-1, 32) <= 0.56 * steps + 1e-7).all()
+    # Converted once: the next call reads nothing and writes nothing.
+    monkeypatch.setattr(gguf_merge, "write_merged", None)
+    monkeypatch.setattr("gguf.GGUFReader", None)
+    assert gguf_merge.relaid_q8(source, tmp_path / "q8") == relaid
+
+
+@pytest.mark.slow
+def test_a_model_without_4_or_5_bit_tensors_is_served_as_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuning.models import packaged_gguf
+
+    relaid = gguf_merge.relaid_q8(packaged_gguf(), tmp_path / "q8")
+    # A Q8_0 file is left as it is, and that is remembered: the tensor table is read once.
+    assert gguf_merge.relaid_q8(relaid, tmp_path / "again") == relaid
+    monkeypatch.setattr("gguf.GGUFReader", None)
+    assert gguf_merge.relaid_q8(relaid, tmp_path / "again") == relaid
+    assert [p.suffix for p in (tmp_path / "again").iterdir()] == [".as-is"]
+
+
+def test_a_relayout_that_fails_serves_the_file_as_given_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tuning.llamacpp_build import Q8_CACHE, finer_weights
+    from tuning.models import packaged_gguf
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gguf_merge, "write_merged", disk_full)
+    with caplog.at_level("WARNING", logger="tuning.llamacpp_build"):
+        assert finer_weights(packaged_gguf(), tmp_path) == packaged_gguf()
+    assert "cannot re-lay" in caplog.text and "No space left" in caplog.text
+    assert not any((tmp_path / Q8_CACHE).glob("*.gguf"))
+
+
+@pytest.mark.slow
+def test_the_server_serves_the_relaid_weights_when_asked(model_cache_dir: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    from tuning.backends import build_generator
+    from tuning.config import GeneratorConfig
+    from tuning.generator import GenerationParams
+    from tuning.llamacpp_build import Q8_CACHE
+
+    plain = build_generator(GeneratorConfig(), model_cache_dir)
+    finer = build_generator(GeneratorConfig(weights="q8_0"), model_cache_dir)
+    try:
+        assert plain._base.path.parent.name != Q8_CACHE  # type: ignore[attr-defined]
+        assert finer._base.path.parent == model_cache_dir / Q8_CACHE  # type: ignore[attr-defined]
+        assert finer.model_id == plain.model_id  # the same model: adapters still verify
+        question = [{"role": "user", "content": "What is the capital of France?"}]
+        answer = finer.generate(question, GenerationParams(max_new_tokens=12))
+        assert answer.completion_tokens == 12 and len(answer.text.split()) >= 3, answer
+    finally:
+        plain.close()
+        finer.close()
