@@ -119,7 +119,7 @@ class ChatConfig(BaseModel):
         "window",
         description="How choosing the shown passage weighs meaning: 'window', the embedder's "
         "cosine between the question and each candidate window (a forward pass over the "
-        "windows, about 30 ms on 2 cores); 'chunk', the cosine with the whole chunk's stored "
+        "windows, about 40 ms on 2 cores); 'chunk', the cosine with the whole chunk's stored "
         "vector, found by the search (free).",
     )
     focus_chars: int = Field(

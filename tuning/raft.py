@@ -249,6 +249,16 @@ def write_jsonl(examples: Sequence[dict[str, list[dict[str, str]]]], out: Path) 
     atomic_write_text(out, "".join(lines))
 
 
+def write_sets(
+    examples: Sequence[dict[str, list[dict[str, str]]]], out: Path, brand_out: Path
+) -> int:
+    """`examples` to `out` and, in the brand voice, to `brand_out`; returns how many answer
+    `NO_ANSWER`."""
+    write_jsonl(examples, out)
+    write_jsonl([in_brand_voice(e) for e in examples], brand_out)
+    return sum(e["messages"][-1]["content"].startswith(NO_ANSWER) for e in examples)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the reading-skill (RAFT) training set.")
     parser.add_argument("--source", type=Path, default=Path("data/reader/source"))
@@ -287,9 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         passages=args.passages,
     )
     examples = build_examples(load_passages(args.source, config), config)
-    write_jsonl(examples, args.out)
-    write_jsonl([in_brand_voice(e) for e in examples], args.brand_out)
-    absent = sum(e["messages"][1]["content"].startswith(NO_ANSWER) for e in examples)
+    absent = write_sets(examples, args.out, args.brand_out)
     print(f"{len(examples)} examples ({absent} without the oracle) -> {args.out}, {args.brand_out}")
 
 

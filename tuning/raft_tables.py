@@ -33,7 +33,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from ingest.atomic import atomic_write_text
-from tuning.raft import NO_ANSWER, Passage, in_brand_voice, render, write_jsonl
+from tuning.raft import NO_ANSWER, Passage, render, write_sets
 from tuning.raft_source import DOC_ROOT, banned_facts, mentions
 
 Example = dict[str, list[dict[str, str]]]
@@ -167,7 +167,10 @@ class Cell:
     table: Table
     row: int
     column: int
-    numeric: bool = False  # the value holds a digit: most facts users ask are numbers
+
+    @property
+    def numeric(self) -> bool:  # the value holds a digit: most facts users ask are numbers
+        return any(ch.isdigit() for ch in self.value)
 
     @property
     def key(self) -> str:
@@ -215,7 +218,7 @@ def cells_of(table: Table, config: TableConfig) -> Iterator[Cell]:
             continue
         for c in range(1, len(row)):
             if _short(row[c], config.max_cell_chars) and row[c] != row[0]:
-                yield Cell(table, i, c, numeric=any(ch.isdigit() for ch in row[c]))
+                yield Cell(table, i, c)
 
 
 def render_rows(header: tuple[str, ...] | None, rows: Sequence[tuple[str, ...]], style: str) -> str:
@@ -238,10 +241,9 @@ def _window(
     style = rng.choice(("markdown", "plain"))
     header = cell.table.header if rng.random() < 0.6 else None
     n = len(cell.table.rows)
-    others = [i for i in range(n) if i != cell.row]
-    # Without the oracle: start from the row next to the asked one, which is left out.
-    near = sorted(others, key=lambda i: (abs(i - cell.row), i))[:1]
-    shown = [cell.row] if with_oracle else near
+    # Without the oracle: start from the row above the asked one (below it for the first row),
+    # which is left out.
+    shown = [cell.row] if with_oracle else [cell.row - 1 if cell.row else cell.row + 1]
     if len(render_rows(header, [cell.table.rows[i] for i in shown], style)) > config.passage_chars:
         return None
     wanted = rng.randint(2, 5)
@@ -341,9 +343,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     examples = build_examples(
         load_tables(args.tables), TableConfig(count=args.count, seed=args.seed)
     )
-    write_jsonl(examples, args.out)
-    write_jsonl([in_brand_voice(e) for e in examples], args.brand_out)
-    absent = sum(e["messages"][1]["content"].startswith(NO_ANSWER) for e in examples)
+    absent = write_sets(examples, args.out, args.brand_out)
     print(
         f"{len(examples)} examples ({absent} without the asked row) -> {args.out}, {args.brand_out}"
     )
