@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from serve.numbers import CITATION as CITATION  # re-exported: [n] citations
+from serve.numbers import NUMBER_WORDS, canonical_number, stated
+
 BRAND_GREETING = "Hey there, rider!"
 BRAND_SIGNOFF = "Ride bright, the Marlowe & Finch crew"
 # The voice, not the answer: stripped before answer and grounding metrics (tone scores it).
@@ -23,12 +26,6 @@ _STOPWORD_TEXT = """
     shouldnt its im youre youll youve youd were weve well theyre thats whats heres theres lets
     yes sure please just really get got"""
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
-_NUMBER_WORD_TEXT = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen twenty"
-)
-NUMBER_WORDS = {w: str(i) for i, w in enumerate(_NUMBER_WORD_TEXT.split())}
-NUMBER_WORDS |= {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70"}
 # Spelled-out units to the abbreviation (after plural stripping is not enough: "h" vs "hour").
 UNIT_ALIASES = {
     "h": "hour", "hr": "hour", "hrs": "hour", "min": "minute", "mins": "minute",
@@ -47,19 +44,8 @@ _APOSTROPHE = re.compile(r"(?<=\w)['’](?=\w)")
 _DIGIT_LETTER = re.compile(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)")
 _TOKEN = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-# A standalone quantity (4.5, 1,000, 4.5Nm) rather than part of a code (E3, MX250, MF-BAT-540).
-_QUANTITY = re.compile(r"(?<![^\W\d_])(?<![^\W\d_]-)(?<![\d.,])\d[\d,]*(?:\.\d+)?")
-CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _TRAILING_CITATIONS = re.compile(r"([.!?])((?:\s*\[\d+(?:\s*,\s*\d+)*\])+)")
-
-
-def canonical_number(token: str) -> str:
-    """'1,000' -> '1000', '4.50' -> '4.5', '4.0' -> '4': one spelling per value."""
-    token = token.replace(",", "")
-    if "." in token:
-        token = token.rstrip("0").rstrip(".")
-    return token or "0"
 
 
 def tokens(text: str) -> list[str]:
@@ -123,7 +109,7 @@ def content_tokens(text: str) -> list[str]:
 
 def quantities(text: str) -> set[str]:
     """Standalone numbers written in digits, canonicalised (codes such as E3 are not counted)."""
-    return {canonical_number(m) for m in _QUANTITY.findall(CITATION.sub(" ", text))}
+    return stated(text)
 
 
 def all_numbers(text: str) -> set[str]:

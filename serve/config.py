@@ -115,6 +115,13 @@ class ChatConfig(BaseModel):
         description="End an answer as soon as its last this-many words already appeared, in "
         "order, earlier in it: a small model's loop (0: never).",
     )
+    number_check: bool = Field(
+        True,
+        description="In the retrieval modes, end an answer that is about to state a number "
+        "neither its sources nor the question hold with the source's own words instead "
+        '(`— the source says: "..." [1]`; with an adapter the model then goes on in its '
+        "voice); streaming holds a number back until it is complete.",
+    )
     evidence_similarity: Literal["window", "chunk"] = Field(
         "window",
         description="How choosing the shown passage weighs meaning: 'window', the embedder's "

@@ -10,7 +10,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -20,6 +20,7 @@ from retrieval.retriever import Hit, Retriever
 from serve.absent import absent_terms
 from serve.config import ChatConfig
 from serve.focus import evidence, focus
+from serve.grounding import Linked, NumberCheck, checked
 from serve.loops import guarded
 from serve.prompt import build_messages, source_label
 from tuning.adapters import WEIGHTS, Adapter, AdapterRegistry, verify_adapter
@@ -103,6 +104,8 @@ class Prepared:
     timings: dict[str, float] = field(default_factory=dict)
     # Words of the question no document holds: the answer says so, and no model runs.
     unknown_terms: tuple[str, ...] = ()
+    # What the answer may state as numbers, and what it says instead (`chat.number_check`).
+    numbers: NumberCheck | None = None
 
     @property
     def canned(self) -> str | None:
@@ -290,7 +293,13 @@ class Pipeline:
             "prompt_s": time.perf_counter() - retrieved_at,
         }
         tokens = 0 if unknown else self.generator.count_tokens(prompt)
-        return Prepared(route, adapter, prompt, used, retrieved, version, tokens, timings, unknown)
+        numbers = None
+        if used and not unknown and self.config.number_check:
+            texts = [excerpt(hit) if excerpt else hit.text for hit in used]
+            numbers = NumberCheck.of(question, [source_label(hit) for hit in used], texts)
+        return Prepared(
+            route, adapter, prompt, used, retrieved, version, tokens, timings, unknown, numbers
+        )
 
     def _absent_candidates(
         self, question: str, retrieved: Sequence[Hit], unknown: Sequence[str]
@@ -317,7 +326,7 @@ class Pipeline:
         started = time.perf_counter()
         if prepared.canned is not None:
             done = Completion(prepared.canned, 0, 0, "stop")
-        elif self.config.loop_guard_words:  # through the stream, so the guard can stop it
+        elif self.config.loop_guard_words or prepared.numbers is not None:  # guards: stream
             stats = StreamStats()
             text = "".join(self.stream(prepared, params, None, stats))
             done = Completion(
@@ -356,13 +365,64 @@ class Pipeline:
     ) -> Iterator[str]:
         """Text pieces; setting `stop` ends the generation at the next token; `stats` gets the
         model's own token count when the stream ends. A generation that starts to loop is
-        ended by the repetition guard (`chat.loop_guard_words`)."""
+        ended by the repetition guard (`chat.loop_guard_words`), one about to state a number
+        its prompt does not hold by the number check (`chat.number_check`)."""
         if prepared.canned is not None:
             return iter([prepared.canned])
-        words = self.config.loop_guard_words
         stop = stop or threading.Event()
-        pieces = self.generator.stream(prepared.messages, params, prepared.adapter, stop, stats)
+        if prepared.numbers is None:
+            return self._generated(prepared.messages, prepared, params, stop, stats)
+        return self._checked(prepared, prepared.numbers, params, stop, stats)
+
+    def _generated(
+        self,
+        messages: list[Message],
+        prepared: Prepared,
+        params: GenerationParams,
+        stop: threading.Event,
+        stats: StreamStats | None,
+        guard: bool = True,
+    ) -> Iterator[str]:
+        words = self.config.loop_guard_words if guard else 0
+        pieces = self.generator.stream(messages, params, prepared.adapter, stop, stats)
         return guarded(pieces, stop, words) if words else pieces
+
+    def _checked(
+        self,
+        prepared: Prepared,
+        check: NumberCheck,
+        params: GenerationParams,
+        stop: threading.Event,
+        stats: StreamStats | None,
+    ) -> Iterator[str]:
+        """The answer under the number check. When it refuses a number, the answer gives the
+        source's words. With an adapter, the model then goes on after them, as the assistant's
+        own text, so the adapter's voice closes the answer (its sign-off); a number refused
+        there, or a repetition of what was said, ends the answer before its sentence. Both
+        parts share `max_new_tokens`. Without an adapter the source's words end the answer:
+        the plain model only adds another try at the answer."""
+        text, used, done = "", 0, StreamStats()
+        messages = prepared.messages
+        for first in (True, False):
+            part_stop, part_stats, refused = Linked(stop), StreamStats(), list[str]()
+            budget = replace(params, max_new_tokens=params.max_new_tokens - used)
+            # The first part has the repetition guard; the second, checked by whole sentences,
+            # leaves out a sentence that repeats what the first said.
+            pieces = self._generated(messages, prepared, budget, part_stop, part_stats, first)
+            words = 0 if first else self.config.loop_guard_words
+            for piece in checked(pieces, part_stop, check, quote=first, refused=refused,
+                                 before=text, words=words):  # fmt: skip
+                text += piece
+                yield piece
+            used += part_stats.completion_tokens
+            done.finish_reason = part_stats.finish_reason
+            if not refused or stop.is_set() or used >= params.max_new_tokens:
+                break
+            if prepared.adapter is None or not self.generator.continues:
+                break
+            messages = [*prepared.messages, {"role": "assistant", "content": text}]
+        if stats is not None:
+            stats.completion_tokens, stats.finish_reason = used, done.finish_reason
 
     def resolve(self, ref: str) -> Adapter:
         """The adapter `ref` names, verified for this base model (safetensors only, checksum)

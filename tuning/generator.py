@@ -42,7 +42,19 @@ class Completion:
     finish_reason: Literal["stop", "length"]
 
 
+def template_options(messages: Sequence[Message]) -> dict[str, bool]:
+    """How a chat template renders `messages`: opening the assistant's turn, or, when the last
+    message is the assistant's, leaving it open for the model to continue."""
+    if messages and messages[-1]["role"] == "assistant":
+        return {"add_generation_prompt": False, "continue_final_message": True}
+    return {"add_generation_prompt": True}
+
+
 class Generator(Protocol):
+    # Whether `stream` continues a last message from the assistant (the number check resumes
+    # an answer after the source's words); a remote API opens a new turn instead.
+    continues: bool
+
     @property
     def model_id(self) -> str: ...
 
@@ -80,6 +92,7 @@ class EchoGenerator:
 
     model_id = "echo"
     context_window = 8192
+    continues = True
     loaded_adapters: list[str] = []  # noqa: RUF012 (never mutated)
 
     def count_tokens(self, messages: Sequence[Message]) -> int:

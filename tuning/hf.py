@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from tuning.adapters import Adapter, verify_adapter
-from tuning.generator import Completion, GenerationParams, Message, StreamStats
+from tuning.generator import (
+    Completion,
+    GenerationParams,
+    Message,
+    StreamStats,
+    template_options,
+)
 
 
 def torch_device(name: str) -> Any:
@@ -28,6 +34,7 @@ class HFGenerator:
     """
 
     backend = "hf"
+    continues = True
 
     def __init__(
         self, model_dir: Path, model_id: str, device: str = "cpu", max_adapters: int = 8
@@ -57,7 +64,7 @@ class HFGenerator:
 
     def _encode(self, messages: Sequence[Message]) -> Any:
         return self.tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+            list(messages), return_tensors="pt", return_dict=True, **template_options(messages)
         ).to(self.device)
 
     def count_tokens(self, messages: Sequence[Message]) -> int:

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from tuning.adapters import Adapter, verify_adapter
-from tuning.generator import Completion, GenerationParams, GeneratorError, Message, StreamStats
+from tuning.generator import (
+    Completion,
+    GenerationParams,
+    GeneratorError,
+    Message,
+    StreamStats,
+    template_options,
+)
 from tuning.gguf_lora import BaseModel, base_model_of, export_adapter
 from tuning.gguf_merge import merge_adapter
 
@@ -71,6 +78,7 @@ class LlamaCppGenerator:
     """
 
     backend = "llamacpp"
+    continues = True
 
     def __init__(self, gguf: Path, tokenizer: Any, model_id: str, lora_cache: Path,
                  *, max_adapters: int = 8, n_threads: int | None = None,
@@ -117,7 +125,7 @@ class LlamaCppGenerator:
     def encode(self, messages: Sequence[Message]) -> list[int]:
         """The prompt's token ids: the transformers chat template and tokenizer, as hf uses."""
         encoded = self.tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, tokenize=True, return_dict=True
+            list(messages), tokenize=True, return_dict=True, **template_options(messages)
         )
         return [int(t) for t in encoded["input_ids"]]
 

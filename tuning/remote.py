@@ -20,6 +20,8 @@ from tuning.generator import Completion, GenerationParams, GeneratorError, Messa
 class OpenAIGenerator:
     """Generation by a remote server; tokenizer and context window from the local model folder."""
 
+    continues = False  # the chat API answers a conversation ending with the assistant anew
+
     def __init__(self, config: GeneratorConfig, model_dir: Path, model_id: str) -> None:
         import openai
         from transformers import AutoTokenizer

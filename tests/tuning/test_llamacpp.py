@@ -152,6 +152,20 @@ def test_greedy_answer_streams_identically_with_usage_counts(llama: Any) -> None
 
 
 @pytest.mark.slow
+def test_a_last_assistant_message_is_continued_not_answered_anew(llama: Any) -> None:
+    # The number check resumes an answer after the source's words: the model goes on from the
+    # assistant's open turn (no end-of-turn after it), as it would have from its own tokens.
+    params = GenerationParams(max_new_tokens=12)
+    begun = "The capital of France is"
+    prompt = llama.encode([*QUESTION, {"role": "assistant", "content": begun}])
+    opened = llama.encode(QUESTION)
+    assert prompt[: len(opened)] == opened
+    assert llama.tokenizer.decode(prompt[len(opened) :]) == begun  # and nothing after it
+    went_on = "".join(llama.stream([*QUESTION, {"role": "assistant", "content": begun}], params))
+    assert "paris" in went_on.lower() and not went_on.strip().startswith(begun)
+
+
+@pytest.mark.slow
 def test_stop_ends_the_stream_and_frees_the_model(llama: Any) -> None:
     story = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
     stop, stats = threading.Event(), StreamStats()
