@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from serve.loops import loops
 from serve.numbers import CITATION, QUANTITY, canonical_number, held
+from tuning.generator import Message
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -60,12 +61,14 @@ class NumberCheck:
     number: int = 1
 
     @classmethod
-    def of(cls, question: str, labels: Sequence[str], shown: Sequence[str]) -> NumberCheck:
-        """For a prompt that shows `shown[i]` under `labels[i]` as source i + 1."""
-        allowed = held(question)
-        for label, text in zip(labels, shown, strict=True):
-            allowed |= held(label) | held(text)
-        return cls(frozenset(allowed), one_line(shown[0]) if shown else "")
+    def of(cls, messages: Sequence[Message], quoted: str) -> NumberCheck:
+        """For a prompt of `messages` (system, history, the sources and the question: a number
+        anywhere in them is not made up; citation marks `[n]` are no numbers) whose source [1]
+        shows `quoted`."""
+        allowed: set[str] = set()
+        for message in messages:
+            allowed |= held(CITATION.sub(" ", message["content"]))
+        return cls(frozenset(allowed), one_line(quoted))
 
     def scan(self, text: str, complete: bool) -> tuple[int | None, int]:
         """(where the first number `text` states that is not allowed starts, or None; how much

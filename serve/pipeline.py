@@ -295,8 +295,7 @@ class Pipeline:
         tokens = 0 if unknown else self.generator.count_tokens(prompt)
         numbers = None
         if used and not unknown and self.config.number_check:
-            texts = [excerpt(hit) if excerpt else hit.text for hit in used]
-            numbers = NumberCheck.of(question, [source_label(hit) for hit in used], texts)
+            numbers = NumberCheck.of(prompt, excerpt(used[0]) if excerpt else used[0].text)
         return Prepared(
             route, adapter, prompt, used, retrieved, version, tokens, timings, unknown, numbers
         )

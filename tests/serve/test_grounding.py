@@ -28,7 +28,11 @@ WARRANTY = (
     "Battery 2 years or 800 full charge cycles, whichever comes first\n"
 )
 QUESTION = "How long is the battery warranty on the Aurora E3?"
-CHECK = NumberCheck.of(QUESTION, ["policies/warranty.pdf, page 1"], [WARRANTY])
+PROMPT = [
+    {"role": "system", "content": "Cite the source by number, like [1]."},
+    {"role": "user", "content": f"[1] policies/warranty.pdf, page 1\n{WARRANTY}\n\n{QUESTION}"},
+]
+CHECK = NumberCheck.of(PROMPT, WARRANTY)
 
 
 def splits(text: str, size: int) -> list[str]:
@@ -51,6 +55,11 @@ def test_numbers_held_and_stated() -> None:
         "589", "1000",
     }  # fmt: skip
     assert CHECK.allowed >= {"10", "2", "800", "1", "3"}  # "E3" from the question, "page 1"
+    # A number the user gave earlier in the conversation is not made up; a citation mark is
+    # no number.
+    history = [{"role": "user", "content": "My bike is 4 years old."}, *PROMPT]
+    assert "4" in NumberCheck.of(history, WARRANTY).allowed and "4" not in CHECK.allowed
+    assert "7" not in NumberCheck.of([{"role": "user", "content": "see [7]"}], "").allowed
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 100])
