@@ -118,7 +118,8 @@ class ChatConfig(BaseModel):
     number_check: bool = Field(
         True,
         description="In the retrieval modes, end an answer that is about to state a number "
-        "neither its sources nor the question hold with the source's own words instead "
+        "its prompt does not hold (or, first, one its sources hold only in rows off the "
+        "question's topic) with the source's own words instead "
         '(`— the source says: "..." [1]`; with an adapter the model then goes on in its '
         "voice); streaming holds a number back until it is complete.",
     )

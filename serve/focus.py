@@ -41,7 +41,7 @@ class Window:
     score: float
 
 
-def _units(text: str) -> list[str]:
+def units(text: str) -> list[str]:
     """The chunk as consecutive pieces (lines, or sentences within long lines) whose
     concatenation is the chunk."""
     return [m.group() for m in _UNIT.finditer(text) if m.group()]
@@ -60,19 +60,19 @@ def window(
     piece is cut at a word), scored by the weighted share of `wanted` it and `given` (stems
     shown beside it) cover; the whole text when it already fits."""
     total = sum(wanted.values()) or 1.0
-    units = _units(text)
-    found = [stems(u) & wanted.keys() for u in units]
+    pieces = units(text)
+    found = [stems(u) & wanted.keys() for u in pieces]
     shown = given & wanted.keys()
     best: tuple[float, int, int] = (-1.0, 0, 1)
-    for i in range(len(units)):
+    for i in range(len(pieces)):
         size, covered, numbers, on_topic = 0, set(shown), 0, False
-        for j in range(i, len(units)):
-            size += len(units[j])
+        for j in range(i, len(pieces)):
+            size += len(pieces[j])
             if size > chars and j > i:
                 break
             covered |= found[j]
             on_topic = on_topic or bool(found[j])
-            numbers += on_topic and bool(_NUMBER.search(units[j]))
+            numbers += on_topic and bool(_NUMBER.search(pieces[j]))
             score = (
                 sum(wanted[s] for s in covered) / total
                 + NUMBER_BONUS * min(numbers, 2)
@@ -82,7 +82,7 @@ def window(
                 best = (score, i, j + 1)
     if len(text) <= chars:
         return Window(text, best[0])
-    picked = "".join(units[best[1] : best[2]]).strip()
+    picked = "".join(pieces[best[1] : best[2]]).strip()
     if len(picked) > chars:
         picked = picked[:chars].rsplit(" ", 1)[0]
     return Window(picked, best[0])

@@ -17,9 +17,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass
 
+from retrieval.rerank import stems
+from serve.focus import units
 from serve.loops import loops
 from serve.numbers import CITATION, QUANTITY, canonical_number, held
 from tuning.generator import Message
@@ -54,31 +56,50 @@ def one_line(text: str) -> str:
 
 @dataclass(frozen=True)
 class NumberCheck:
-    """The numbers an answer may state (`allowed`, canonical) and the words to give instead."""
+    """The numbers an answer may state (`allowed`, canonical), those its first number may not
+    be (`off_topic`), and the words to give instead."""
 
     allowed: frozenset[str]
     quote: str  # source [number]'s shown text, on one line
     number: int = 1
+    off_topic: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, messages: Sequence[Message], quoted: str) -> NumberCheck:
+    def of(
+        cls, messages: Sequence[Message], shown: Sequence[str], topic: Set[str] = frozenset()
+    ) -> NumberCheck:
         """For a prompt of `messages` (system, history, the sources and the question: a number
-        anywhere in them is not made up; citation marks `[n]` are no numbers) whose source [1]
-        shows `quoted`."""
+        anywhere in them is not made up; citation marks `[n]` are no numbers) whose sources
+        show `shown` ([1] first). `topic`: the question's topical stems; a number the sources
+        hold only in lines (rows, sentences) without any of them, and the rest of the prompt
+        not at all, belongs to another row: the answer's first number may not be one."""
         allowed: set[str] = set()
+        elsewhere: set[str] = set()
         for message in messages:
-            allowed |= held(CITATION.sub(" ", message["content"]))
-        return cls(frozenset(allowed), one_line(quoted))
+            text = CITATION.sub(" ", message["content"])
+            allowed |= held(text)
+            for window in shown:
+                text = text.replace(window, " ")
+            elsewhere |= held(text)
+        on: set[str] = set()
+        off: set[str] = set()
+        for window in shown:
+            for line in units(window):
+                (on if stems(line) & topic else off).update(held(line))
+        off_topic = off - on - elsewhere if topic else set()
+        return cls(frozenset(allowed), one_line(shown[0]) if shown else "", 1, frozenset(off_topic))
 
     def scan(self, text: str, complete: bool) -> tuple[int | None, int]:
-        """(where the first number `text` states that is not allowed starts, or None; how much
-        of `text` may go out now). `complete`: nothing follows, so a trailing number is whole."""
+        """(where the first number `text` states that is not allowed (or, the first of all, is
+        off the topic) starts, or None; how much of `text` may go out now). `complete`: nothing
+        follows, so a trailing number is whole."""
         masked = CITATION.sub(lambda m: " " * len(m.group()), text)
-        for match in QUANTITY.finditer(masked):
+        for i, match in enumerate(QUANTITY.finditer(masked)):
             rest = masked[match.end() :]
             if not complete and rest in ("", ".", ","):  # "4" may become "4.5" or "4,500"
                 return None, match.start()
-            if canonical_number(match.group()) not in self.allowed:
+            number = canonical_number(match.group())
+            if number not in self.allowed or (i == 0 and number in self.off_topic):
                 return match.start(), match.start()
         if not complete and masked.endswith("["):  # perhaps a citation: wait for it
             return None, len(text) - 1
@@ -167,6 +188,8 @@ def checked(
             pass
         match = QUANTITY.match(text, bad)
         number = (match.group() if match else text[bad:]).rstrip(",")
+        if match and canonical_number(number) in check.allowed:
+            why = "is from a row the question is not about"
         done = "answered with the source's words" if quote else "the sentence left out"
         log.info("number check: %r %s; %s", number if match else text[-40:], why, done)
         if refused is not None and match:

@@ -19,7 +19,7 @@ from retrieval.rerank import stems
 from retrieval.retriever import Hit, Retriever
 from serve.absent import absent_terms
 from serve.config import ChatConfig
-from serve.focus import evidence, focus
+from serve.focus import evidence, focus, wanted_terms
 from serve.grounding import Linked, NumberCheck, checked
 from serve.loops import guarded
 from serve.prompt import build_messages, source_label
@@ -295,7 +295,9 @@ class Pipeline:
         tokens = 0 if unknown else self.generator.count_tokens(prompt)
         numbers = None
         if used and not unknown and self.config.number_check:
-            numbers = NumberCheck.of(prompt, excerpt(used[0]) if excerpt else used[0].text)
+            shown_texts = [excerpt(hit) if excerpt else hit.text for hit in used]
+            topic = set(wanted_terms(question))
+            numbers = NumberCheck.of(prompt, shown_texts, topic)
         return Prepared(
             route, adapter, prompt, used, retrieved, version, tokens, timings, unknown, numbers
         )

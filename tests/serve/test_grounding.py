@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from serve.config import ChatConfig
+from serve.focus import wanted_terms
 from serve.grounding import NumberCheck, checked, one_line
 from serve.numbers import held, stated
 from serve.pipeline import Mode, Pipeline, Route
@@ -32,7 +33,7 @@ PROMPT = [
     {"role": "system", "content": "Cite the source by number, like [1]."},
     {"role": "user", "content": f"[1] policies/warranty.pdf, page 1\n{WARRANTY}\n\n{QUESTION}"},
 ]
-CHECK = NumberCheck.of(PROMPT, WARRANTY)
+CHECK = NumberCheck.of(PROMPT, [WARRANTY])
 
 
 def splits(text: str, size: int) -> list[str]:
@@ -58,8 +59,8 @@ def test_numbers_held_and_stated() -> None:
     # A number the user gave earlier in the conversation is not made up; a citation mark is
     # no number.
     history = [{"role": "user", "content": "My bike is 4 years old."}, *PROMPT]
-    assert "4" in NumberCheck.of(history, WARRANTY).allowed and "4" not in CHECK.allowed
-    assert "7" not in NumberCheck.of([{"role": "user", "content": "see [7]"}], "").allowed
+    assert "4" in NumberCheck.of(history, [WARRANTY]).allowed and "4" not in CHECK.allowed
+    assert "7" not in NumberCheck.of([{"role": "user", "content": "see [7]"}], []).allowed
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 100])
@@ -102,6 +103,24 @@ def test_citations_codes_and_a_decimal_in_progress_are_not_judged_early() -> Non
     assert stopped and "".join(out) == (
         f'The warranty is 2 years [1]. Part E07 is — the source says: "{one_line(WARRANTY)}" [1]'
     )
+
+
+def test_the_first_number_may_not_come_from_a_row_the_question_is_not_about() -> None:
+    # The README's first failure: asked about the battery, the model gave the frame's row.
+    topic = set(wanted_terms(QUESTION))
+    topical = NumberCheck.of(PROMPT, [WARRANTY], topic)
+    assert topic >= {"battery", "warranty"} and topical.off_topic == {"10"}
+    out, stopped = run(splits("The battery warranty is 10 years.", 3), topical)
+    assert stopped and "".join(out) == (
+        f'The battery warranty is — the source says: "{one_line(WARRANTY)}" [1]'
+    )
+    # Its own row first, then another row's number: a second claim, allowed as held.
+    answer = "The battery warranty is 2 years [1]. The frame has 10 years."
+    out, stopped = run(splits(answer, 3), topical)
+    assert "".join(out) == answer and not stopped
+    # A number the question itself holds is never off the topic.
+    asked = [{"role": "user", "content": f"{WARRANTY}\nIs the frame covered for 10 years?"}]
+    assert NumberCheck.of(asked, [WARRANTY], {"battery"}).off_topic == set()
 
 
 def test_one_line_makes_a_table_or_a_wrapped_paragraph_quotable() -> None:
@@ -167,12 +186,12 @@ def answer_both_ways(p: Pipeline, route: Route) -> tuple[str, str]:
 
 
 def test_the_server_answers_alike_streamed_or_not_and_stops_the_model(tmp_path: Path) -> None:
-    said = "The battery warranty is 10 years and 5 months, after which you pay for repairs."
+    said = "The battery warranty is 2 years and 5 months, after which you pay for repairs."
     then = "Give it a go! It lasts 7 years in the shade. Ride bright."
     registry = AdapterRegistry(tmp_path / "adapters")
     publish_adapter(registry, "brand")
     retriever = ListRetriever([hit(1, WARRANTY)])
-    quoted = f'The battery warranty is 10 years and — the source says: "{one_line(WARRANTY)}" [1]'
+    quoted = f'The battery warranty is 2 years and — the source says: "{one_line(WARRANTY)}" [1]'
     # Without an adapter the source's words end the answer: the model is not asked again.
     model = Saying(said, then)
     p = Pipeline(model, registry, retriever, CONFIG, 4)
