@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from retrieval.rerank import stems
 from serve.focus import units
-from serve.loops import loops
+from serve.loops import loops_after
 from serve.numbers import CITATION, QUANTITY, canonical_number, held
 from tuning.generator import Message
 
@@ -60,8 +60,7 @@ class NumberCheck:
     be (`off_topic`), and the words to give instead."""
 
     allowed: frozenset[str]
-    quote: str  # source [number]'s shown text, on one line
-    number: int = 1
+    quote: str  # source [1]'s shown text, on one line
     off_topic: frozenset[str] = frozenset()
 
     @classmethod
@@ -87,7 +86,7 @@ class NumberCheck:
             for line in units(window):
                 (on if stems(line) & topic else off).update(held(line))
         off_topic = off - on - elsewhere if topic else set()
-        return cls(frozenset(allowed), one_line(shown[0]) if shown else "", 1, frozenset(off_topic))
+        return cls(frozenset(allowed), one_line(shown[0]) if shown else "", frozenset(off_topic))
 
     def scan(self, text: str, complete: bool) -> tuple[int | None, int]:
         """(where the first number `text` states that is not allowed (or, the first of all, is
@@ -110,7 +109,7 @@ class NumberCheck:
         holds: `said`, then the source's words."""
         if not self.quote:
             return said.rstrip()
-        says = f'the source says: "{self.quote}" [{self.number}]'
+        says = f'the source says: "{self.quote}" [1]'
         if not said.strip():
             return said + says[0].upper() + says[1:]
         space = "" if said[-1].isspace() else " "
@@ -159,18 +158,16 @@ def checked(
     whole sentences being held back until they are checked, and so does a sentence that
     repeats `words` words of `before` + the text in order (the repetition guard's rule; 0:
     never). The refused number goes to `refused`."""
-    text, sent, why = "", 0, ""
+    text, sent, repeated = "", 0, False
     try:
         for piece in pieces:
             text += piece
             bad, safe = check.scan(text, complete=False)
             if bad is not None:
-                why = "is in no source"
                 break
             if not quote:
-                ended = words and piece and not piece[-1].isalnum()
-                if ended and loops(before + text, words):
-                    bad, why = len(text), "repeats what was said"
+                if loops_after(before + text, piece, words):
+                    bad, repeated = len(text), True
                     break
                 safe = min(safe, _sentences_end(text))
             if safe > sent:
@@ -182,18 +179,20 @@ def checked(
                 if safe > sent:
                     yield text[sent:]
                 return
-            why = "is in no source"
         stop.set()
         for _ in pieces:  # the generator ends at its next token and fills its stats
             pass
-        match = QUANTITY.match(text, bad)
-        number = (match.group() if match else text[bad:]).rstrip(",")
-        if match and canonical_number(number) in check.allowed:
-            why = "is from a row the question is not about"
+        match = None if repeated else QUANTITY.match(text, bad)
         done = "answered with the source's words" if quote else "the sentence left out"
-        log.info("number check: %r %s; %s", number if match else text[-40:], why, done)
-        if refused is not None and match:
-            refused.append(number)
+        if match is None:
+            log.info("number check: %r repeats what was said; %s", text[-40:], done)
+        else:
+            number = match.group().rstrip(",")
+            on_file = canonical_number(number) in check.allowed
+            why = "is from a row the question is not about" if on_file else "is in no source"
+            log.info("number check: %r %s; %s", number, why, done)
+            if refused is not None:
+                refused.append(number)
         ending = check.instead(text[:bad]) if quote else text[: _sentence_start(text, bad)].rstrip()
         if len(ending) > sent:
             yield ending[sent:]

@@ -24,14 +24,20 @@ def loops(text: str, words: int) -> bool:
     return any(found[i : i + words] == tail for i in range(len(found) - words))
 
 
+def loops_after(text: str, piece: str, words: int) -> bool:
+    """Whether `text`, just grown by `piece`, now loops (`loops`); judged only when the piece
+    ends a word, so the cost stays small next to a decoding step."""
+    return bool(words and piece and not piece[-1].isalnum() and loops(text, words))
+
+
 def guarded(pieces: Iterator[str], stop: threading.Event, words: int) -> Iterator[str]:
-    """`pieces`, until the text they make loops; then `stop` is set and nothing more comes.
-    (Checked at word ends, so the cost stays small next to a decoding step.)"""
+    """`pieces`, until the text they make loops (`loops_after`); then `stop` is set and nothing
+    more comes."""
     text = ""
     for piece in pieces:
         yield piece
         text += piece
-        if words and piece and not piece[-1].isalnum() and loops(text, words):
+        if loops_after(text, piece, words):
             stop.set()
             for _ in pieces:  # the generator ends at its next token and fills its stats
                 pass

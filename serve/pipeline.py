@@ -402,7 +402,7 @@ class Pipeline:
         there, or a repetition of what was said, ends the answer before its sentence. Both
         parts share `max_new_tokens`. Without an adapter the source's words end the answer:
         the plain model only adds another try at the answer."""
-        text, used, done = "", 0, StreamStats()
+        text, used = "", 0
         messages = prepared.messages
         for first in (True, False):
             part_stop, part_stats, refused = Linked(stop), StreamStats(), list[str]()
@@ -416,14 +416,13 @@ class Pipeline:
                 text += piece
                 yield piece
             used += part_stats.completion_tokens
-            done.finish_reason = part_stats.finish_reason
             if not refused or stop.is_set() or used >= params.max_new_tokens:
                 break
             if prepared.adapter is None or not self.generator.continues:
                 break
             messages = [*prepared.messages, {"role": "assistant", "content": text}]
-        if stats is not None:
-            stats.completion_tokens, stats.finish_reason = used, done.finish_reason
+        if stats is not None:  # the finish is the last part's
+            stats.completion_tokens, stats.finish_reason = used, part_stats.finish_reason
 
     def resolve(self, ref: str) -> Adapter:
         """The adapter `ref` names, verified for this base model (safetensors only, checksum)
