@@ -19,7 +19,7 @@ from retrieval.rerank import stems
 from retrieval.retriever import Hit, Retriever
 from serve.absent import absent_terms
 from serve.config import ChatConfig
-from serve.focus import evidence, focus, wanted_terms
+from serve.focus import Similarity, evidence, focus, wanted_terms
 from serve.grounding import Linked, NumberCheck, checked
 from serve.loops import guarded
 from serve.prompt import build_messages, source_label
@@ -213,17 +213,14 @@ class Pipeline:
         windows = {id(hit): text for hit, text in chosen}
         return [hit for hit, _ in chosen], lambda hit: windows[id(hit)]
 
-    def _similarity(
-        self, question: str, hits: Sequence[Hit]
-    ) -> Callable[[list[str]], list[float]] | None:
+    def _similarity(self, question: str, hits: Sequence[Hit]) -> Similarity | None:
         if self.retriever is None:
             return None
         if self.config.evidence_similarity == "chunk" and all("dense" in h.scores for h in hits):
-            cosines = [h.scores["dense"] for h in hits]  # in the order evidence() asks
-            return lambda texts: cosines[: len(texts)]
+            return lambda rows, _texts: [hits[i].scores["dense"] for i in rows]
         retriever = self.retriever
 
-        def similarity(texts: list[str]) -> list[float]:
+        def similarity(_rows: list[int], texts: list[str]) -> list[float]:
             query = retriever.query_vector(question)  # the search's own, usually kept
             return [float(v @ query) for v in retriever.embedder.embed(texts)]
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from ingest.document import Chunk
 from retrieval.retriever import Hit
-from serve.focus import focus
+from serve.focus import SIMILARITY_WEIGHT, focus, with_similarity
 from serve.prompt import build_messages
 from tuning.generator import EchoGenerator
 
@@ -88,3 +90,49 @@ def test_a_number_above_the_questions_words_is_not_a_reason_to_show_it() -> None
     text += "Never leave it in a car in summer or in frost. " * 3
     window = focus(text, "How should the battery be stored?", 80)
     assert window.startswith("Battery storage") and "0800" not in window
+
+
+def _full(scores: list[float], cosines: list[float], keep: int) -> list[int]:
+    totals = [s + SIMILARITY_WEIGHT * c for s, c in zip(scores, cosines, strict=True)]
+    return sorted(range(len(scores)), key=lambda i: (-totals[i], i))[:keep]
+
+
+@pytest.mark.parametrize("keep", [1, 2, 3])
+def test_similarity_is_skipped_only_where_it_cannot_change_the_choice(keep: int) -> None:
+    rng = random.Random(keep)
+    embedded_total = asked_total = 0
+    for _ in range(400):
+        n = rng.randint(keep + 1, 8)
+        # Word scores as `window` gives them (shares of the question, bonuses, costs), cosines
+        # anywhere a unit vector's can be, ties included.
+        scores = [rng.choice([0.0, 0.25, 0.5, 0.55, 1.0, 1.05]) - 0.03 * i for i in range(n)]
+        cosines = [rng.choice([-0.2, 0.1, 0.4, 0.6, 0.85, 1.0]) for _ in range(n)]
+        asked: list[int] = []
+
+        def similarity(
+            rows: list[int], texts: list[str], c: list[float] = cosines, seen: list[int] = asked
+        ) -> list[float]:
+            assert texts == [f"w{i}" for i in rows]
+            seen.extend(rows)
+            return [c[i] for i in rows]
+
+        totals = with_similarity(scores, [f"w{i}" for i in range(n)], keep, similarity)
+        chosen = sorted(range(n), key=lambda i: (-totals[i], i))[:keep]
+        assert chosen == _full(scores, cosines, keep)
+        assert len(asked) == len(set(asked))  # nothing embedded twice
+        embedded_total += len(asked)
+        asked_total += n
+    assert embedded_total < asked_total  # and it does skip
+
+
+def test_a_window_far_behind_on_the_questions_words_is_not_embedded() -> None:
+    asked: list[str] = []
+
+    def similarity(rows: list[int], texts: list[str]) -> list[float]:
+        asked.extend(texts)
+        return [0.3] * len(texts)
+
+    # 1.0 + 0.5 x 0.3 = 1.15 for the first; the third could reach 0.6 + 0.5 = 1.1 at most.
+    totals = with_similarity([1.0, 0.9, 0.6], ["a", "b", "c"], 1, similarity)
+    assert asked == ["a", "b"]
+    assert totals[2] == float("-inf")
