@@ -82,10 +82,12 @@ class LlamaCppGenerator:
 
     def __init__(self, gguf: Path, tokenizer: Any, model_id: str, lora_cache: Path,
                  *, max_adapters: int = 8, n_threads: int | None = None,
-                 lora_mode: str = "merged", max_merged: int = 2) -> None:  # fmt: skip
+                 lora_mode: str = "merged", max_merged: int = 2,
+                 flash_attention: bool = False) -> None:  # fmt: skip
         self._lib = import_llama_cpp()
         threads = n_threads or available_threads()
         self.threads = threads
+        self.flash_attention = flash_attention
         self._llama: Any = self._load(gguf)
         self.tokenizer = tokenizer
         self._model_id = model_id
@@ -105,7 +107,7 @@ class LlamaCppGenerator:
         try:
             return self._lib.Llama(
                 model_path=str(gguf), n_ctx=0, n_batch=512, n_threads=self.threads,
-                n_threads_batch=self.threads, verbose=False,
+                n_threads_batch=self.threads, flash_attn=self.flash_attention, verbose=False,
             )  # fmt: skip
         except Exception as exc:  # a GGUF llama.cpp cannot read
             raise GeneratorError(f"llama.cpp cannot load {gguf}: {exc}") from exc

@@ -63,6 +63,7 @@ def build_llamacpp(config: GeneratorConfig, cache_dir: Path) -> Generator | None
             gguf, tokenizer, model_id, cache_dir / LORA_CACHE,
             max_adapters=config.max_adapters, n_threads=config.threads,
             lora_mode=config.lora_mode, max_merged=config.max_merged,
+            flash_attention=config.flash_attention,
         )  # fmt: skip
     except (LlamaCppUnavailableError, GeneratorError) as exc:
         if config.backend == "llamacpp":

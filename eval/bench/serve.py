@@ -217,11 +217,14 @@ def bench_server(
     sizes: Sizes,
     server_pid: int | None = None,
     tuned: str | None = None,
+    twin: Bare | None = None,
 ) -> None:
     """Every figure against the server at `url` (`server_pid`: its CPU time, where it is local;
-    `tuned`: a rag+tuned model name to time against plain rag)."""
+    `tuned`: a rag+tuned model name to time against plain rag; `twin`: the bare engine with the
+    server's settings, where `bare` runs its own defaults)."""
     llama = isinstance(bare, LlamaBare)
-    bench_requests(report, url, bare, prompts, sizes, server_pid, 1.0 if llama else 0.9)
+    target = 1.0 if llama else 0.9
+    bench_requests(report, url, bare, prompts, sizes, server_pid, target, twin)
     if any(p.mode == "rag" for p in prompts):
         ttft_targets(report, "llama.cpp" if llama else "bare")
     questions = list(dict.fromkeys(p.question for p in prompts))
@@ -253,8 +256,8 @@ def prefill_ratio(report: Report) -> None:
     )
 
 
-def machine_info(bare: Bare) -> dict[str, Any]:
-    return {**machine(), "bare": bare.describe()}
+def machine_info(bare: Bare, twin: Bare | None = None) -> dict[str, Any]:
+    return {**machine(), "bare": bare.describe()} | ({"twin": twin.describe()} if twin else {})
 
 
 def run_serve(
@@ -285,12 +288,12 @@ def run_serve(
             resolve_model_dir(settings.generator.model, settings.models_dir)
         ingest(env, report)
         prompts = prepare_prompts(settings, load_questions(sizes.questions), sizes.max_tokens)
-        bare = choose_bare(settings, report)
+        bare, twin = choose_bare(settings, report)
         report.info.update(
             command=command,
             omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "unset (libgomp default)"),
             sizes=sizes.__dict__,
-            machine=machine_info(bare),
+            machine=machine_info(bare, twin),
             server_env={
                 k: v
                 for k, v in env.items()
@@ -314,7 +317,7 @@ def run_serve(
             report.info["model"] = health.get("generator")
             model_id = str(health["generator"]["model_id"])
             tuned = publish_bench_adapter(settings, model_id, None if fake else model_dir(settings))
-            bench_server(report, server.url, bare, prompts, sizes, server.pid, tuned)
+            bench_server(report, server.url, bare, prompts, sizes, server.pid, tuned, twin)
     report.finish(out, report.info["machine"])
     return report
 
@@ -323,9 +326,11 @@ def summary(report: Report) -> str:
     info = report.info
     model = info.get("model") or {}
     lines = [
-        f"model: {model.get('model_id')} ({model.get('backend')}); bare: {info['machine']['bare']}",
+        f"model: {model.get('model_id')} ({model.get('backend')}); bare: {info['machine']['bare']}"
+        + (f"; twin: {info['machine']['twin']}" if "twin" in info["machine"] else ""),
         report.machine_line(info["machine"]),
-        f"same text from server and bare model: {info.get('texts_match')}; same sources: "
+        f"same text from server and bare model (the twin, where run): {info.get('texts_match')}; "
+        f"same sources: "
         f"{info.get('sources_match')}; OMP_WAIT_POLICY {info['omp_wait_policy']}",
         f"command: {info['command']}",
     ]

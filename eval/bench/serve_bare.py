@@ -164,9 +164,13 @@ class Pair:
     served: list[tuple[StreamRun, float]] = field(default_factory=list)  # (run, server CPU s)
     bare: list[BareRun] = field(default_factory=list)
     timed: list[BareRun] = field(default_factory=list)
+    twin: list[BareRun] = field(default_factory=list)  # the same engine settings as the server
 
     def same_text(self) -> bool:
-        return all(run.text == b.text for run, _ in self.served for b in self.bare)
+        """The server's text is the bare engine's: the twin's where there is one (the baseline
+        then runs other settings, whose greedy text may differ at near ties)."""
+        reference = self.twin or self.bare
+        return all(run.text == b.text for run, _ in self.served for b in reference)
 
 
 def run_rounds(
@@ -176,14 +180,18 @@ def run_rounds(
     sizes: Sizes,
     server_pid: int | None,
     report: Report,
+    twin: Bare | None = None,
 ) -> None:
-    """Warm both up, then alternate: every prompt through the server, then every prompt bare.
-    The server is idle while the bare model runs, and the other way round."""
+    """Warm both up, then alternate: every prompt through the server, then every prompt bare
+    (and through the `twin`, timed). The server is idle while a bare model runs, and the other
+    way round."""
     report.log("warming up: one streamed answer and two bare ones per mode")
     for p in {pair.prompt.mode: pair.prompt for pair in pairs}.values():
         stream_chat(client, p.question, p.mode, sizes.warm_tokens)
         bare.run(p.messages, sizes.warm_tokens, timed=False)
         bare.run(p.messages, sizes.warm_tokens, timed=True)
+        if twin is not None:
+            twin.run(p.messages, sizes.warm_tokens, timed=True)
     for r in range(sizes.repeats):
         report.log(f"round {r + 1}/{sizes.repeats}: {len(pairs)} prompts via the server, then bare")
         for pair in pairs:
@@ -194,6 +202,9 @@ def run_rounds(
             pair.bare.append(bare.run(pair.prompt.messages, sizes.max_tokens, timed=False))
         for pair in pairs:
             pair.timed.append(bare.run(pair.prompt.messages, sizes.max_tokens, timed=True))
+        if twin is not None:
+            for pair in pairs:
+                pair.twin.append(twin.run(pair.prompt.messages, sizes.max_tokens, timed=True))
 
 
 def add_trio(
@@ -258,6 +269,8 @@ def mode_figures(
     )
     notes = ["after the first SSE piece (a word)", "after the first token", "approximate"]
     add_trio(report, mode, "decode_tokens_per_s", "decode tokens/s", decode, notes, target)
+    if pairs[0].twin:
+        twin_figures(report, mode, pairs, decode[0])
     if cpu:  # every run, not the fastest: CPU time barely moves with the machine's load
         server_cpu = sum(c for p in pairs for _, c in p.served)
         server_tok = sum(run.tokens for p in pairs for run, _ in p.served)
@@ -273,6 +286,33 @@ def mode_figures(
         )
 
 
+def twin_figures(report: Report, mode: str, pairs: list[Pair], served_decode: float) -> None:
+    """The bare engine with the server's own settings: how much of the ratio they account for
+    (the rest is the server's own work: retrieval, HTTP, a server-sent event per piece)."""
+    twin = [min(p.twin, key=lambda r: r.seconds) for p in pairs]
+    report.add_latency(
+        f"twin.{mode}.ttft",
+        f"{mode}: bare, server's settings, time to first token",
+        Latency.of([r.first_s * 1000 for p in pairs for r in p.twin]),
+        "the same engine settings as the server (flash attention)",
+    )
+    decode = rate(sum(r.generated - 1 for r in twin), sum(r.last_s - r.first_s for r in twin))
+    report.add(
+        f"twin.{mode}.decode_tokens_per_s",
+        f"{mode}: bare, server's settings, decode tokens/s",
+        decode,
+        "tok/s",
+        note="after the first token",
+    )
+    report.add(
+        f"ratio.{mode}.decode_same_settings",
+        f"{mode}: server / bare with the server's settings, decode tokens/s",
+        served_decode / decode,
+        "x",
+        note="informative: the server's own per-token work",
+    )
+
+
 def bench_requests(
     report: Report,
     url: str,
@@ -281,12 +321,14 @@ def bench_requests(
     sizes: Sizes,
     server_pid: int | None,
     target: float = 0.9,
+    twin: Bare | None = None,
 ) -> None:
     """Figures 1 and 2: streamed answers and the bare model on the same prompts; `target`: of
-    the server / bare ratios (0.9 against transformers, 1.0 against llama.cpp)."""
+    the server / bare ratios (0.9 against transformers, 1.0 against llama.cpp); `twin`: the
+    bare engine with the server's settings, where the baseline runs its own defaults."""
     pairs = [Pair(p) for p in prompts]
     with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
-        run_rounds(client, bare, pairs, sizes, server_pid, report)
+        run_rounds(client, bare, pairs, sizes, server_pid, report, twin)
     for mode in dict.fromkeys(p.mode for p in prompts):
         chosen = [p for p in pairs if p.prompt.mode == mode]
         mode_figures(report, mode, chosen, bare, server_pid is not None, target)
@@ -301,6 +343,7 @@ def bench_requests(
             "question": p.prompt.question,
             "server": p.served[0][0].text,
             "bare": p.bare[0].text,
+            **({"twin": p.twin[0].text} if p.twin else {}),
             "tokens": p.served[0][0].tokens,
         }
         for p in pairs

@@ -25,24 +25,34 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 class LlamaBare:
     """llama-cpp-python on the same GGUF, given the same prompt token ids (the transformers
     chat template), with the same threads and greedy sampler as the server: the plain
-    `Llama.generate` loop a user would write, keeping its prefix cache between calls."""
+    `Llama.generate` loop a user would write, keeping its prefix cache between calls.
+    `flash_attention`: None leaves llama-cpp-python's default (off), as a user who runs it
+    gets; True or False sets it, as the server's own setting does."""
 
-    def __init__(self, gguf: Path, tokenizer: Any, threads: int) -> None:
+    def __init__(
+        self, gguf: Path, tokenizer: Any, threads: int, flash_attention: bool | None = None
+    ) -> None:
         import llama_cpp
 
         self.gguf, self.tokenizer, self.threads = gguf, tokenizer, threads
+        self.flash_attention = flash_attention
         self.llm = llama_cpp.Llama(
             model_path=str(gguf),
             n_ctx=0,
             n_batch=512,
             n_threads=threads,
             n_threads_batch=threads,
+            flash_attn=bool(flash_attention),  # None: llama-cpp-python's default, off
             verbose=False,
         )
         self.eos = int(tokenizer.eos_token_id)
 
     def describe(self) -> str:
-        return f"llama-cpp-python Llama.generate on {self.gguf.name}, {self.threads} threads"
+        attention = {None: "its defaults", True: "flash attention", False: "no flash attention"}
+        return (
+            f"llama-cpp-python Llama.generate on {self.gguf.name}, {self.threads} threads, "
+            f"{attention[self.flash_attention]}"
+        )
 
     def count_text(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
@@ -70,12 +80,16 @@ class LlamaBare:
         return BareRun(seconds, cpu, first, last, len(new), self.count_text(text), text)
 
 
-def load_llama_bare(settings: Settings) -> LlamaBare:
+def load_llama_bare(settings: Settings, *, as_served: bool = False) -> LlamaBare:
+    """Bare llama-cpp-python on the server's GGUF: with its own defaults (what a user running
+    it instead of ragtune gets), or `as_served`, with the server's engine settings."""
     from tuning.llamacpp import available_threads
     from tuning.llamacpp_build import gguf_and_tokenizer
 
     gguf, tokenizer, _ = gguf_and_tokenizer(settings.generator.model, settings.models_dir)
-    return LlamaBare(gguf, tokenizer, settings.generator.threads or available_threads())
+    threads = settings.generator.threads or available_threads()
+    flash = settings.generator.flash_attention if as_served else None
+    return LlamaBare(gguf, tokenizer, threads, flash)
 
 
 def publish_bench_adapter(settings: Settings, base_model_id: str, model_dir: Path | None) -> str:
@@ -186,7 +200,8 @@ def cold_start(report: Report, started: float, url: str, question: str) -> None:
 
 
 def ttft_targets(report: Report, versus: str) -> None:
-    """RAG time to first token: p50 against the bare run's (<= 1.1x) and absolute (<= 1.5 s)."""
+    """RAG time to first token: p50 against the bare run's (<= 1.1x) and absolute (<= 1.5 s);
+    against the twin's (the server's engine settings), where there is one, for information."""
     figures = report.to_json()["figures"]
     server = figures["stream.rag.ttft.p50_ms"]["value"]
     bare = figures["bare.rag.ttft.p50_ms"]["value"]
@@ -199,6 +214,16 @@ def ttft_targets(report: Report, versus: str) -> None:
         higher_is_better=False,
         note=f"{server:.0f} vs {bare:.0f} ms",
     )
+    if "twin.rag.ttft.p50_ms" in figures:
+        twin = figures["twin.rag.ttft.p50_ms"]["value"]
+        report.add(
+            "ratio.rag.ttft_same_settings",
+            f"rag: server / {versus} with the server's settings, time to first token p50",
+            server / twin,
+            "x",
+            higher_is_better=False,
+            note=f"{server:.0f} vs {twin:.0f} ms; informative",
+        )
     report.add(
         "target.rag.ttft_p50_ms",
         "rag: server time to first token p50",
@@ -216,11 +241,17 @@ def model_dir(settings: Settings) -> Path:
     return resolve_model_dir(settings.generator.model, settings.models_dir)[0]
 
 
-def choose_bare(settings: Settings, report: Report) -> Bare:
-    """llama-cpp-python on the same GGUF when the server runs llama.cpp; else transformers."""
+def choose_bare(settings: Settings, report: Report) -> tuple[Bare, Bare | None]:
+    """(the baseline, its twin): llama-cpp-python on the same GGUF with its own defaults, and
+    with the server's engine settings where they differ (flash attention): the server is timed
+    against what a user would run instead, and its text checked against the same engine. Where
+    the server runs transformers: the bare transformers model, no twin."""
     if settings.generator.uses_llamacpp:
         try:
-            return load_llama_bare(settings)
+            plain = load_llama_bare(settings)
         except ImportError:
             report.log("llama-cpp-python is not installed: the bare side is transformers")
-    return load_bare(settings)
+        else:
+            twin = settings.generator.flash_attention  # llama-cpp-python's default is off
+            return plain, load_llama_bare(settings, as_served=True) if twin else None
+    return load_bare(settings), None

@@ -152,6 +152,25 @@ def test_greedy_answer_streams_identically_with_usage_counts(llama: Any) -> None
 
 
 @pytest.mark.slow
+def test_flash_attention_is_on_by_default_and_can_be_turned_off(
+    llama: Any, model_cache_dir: Path
+) -> None:
+    import llama_cpp
+
+    # llama-cpp-python leaves it off; the server turns it on (faster on the CPU, the same
+    # answers up to rounding: docs/figures.md) unless the setting says otherwise.
+    assert llama._llama.context_params.flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    off = build_generator(GeneratorConfig(flash_attention=False), model_cache_dir)
+    try:
+        flash = off._llama.context_params.flash_attn_type  # type: ignore[attr-defined]
+        assert flash == llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params = GenerationParams(max_new_tokens=24)
+        assert "paris" in off.generate(QUESTION, params).text.lower()
+    finally:
+        off.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
 def test_a_last_assistant_message_is_continued_not_answered_anew(llama: Any) -> None:
     # The number check resumes an answer after the source's words: the model goes on from the
     # assistant's open turn (no end-of-turn after it), as it would have from its own tokens.

@@ -32,6 +32,10 @@ MODES = ("rag", "base")
 RATES = [f"{side}.{m}.{k}" for side in ("stream", "bare") for m in MODES
          for k in ("tokens_per_s", "decode_tokens_per_s", "ttft.p50_ms", "ttft.p95_ms")]  # fmt: skip
 RATIOS = [f"ratio.{m}.{k}" for m in MODES for k in ("end_to_end", "decode")]
+# The bare engine with the server's own settings, beside the baseline with its defaults.
+TWIN = [f"{k}.{m}.{f}" for m in MODES
+        for k, f in (("twin", "decode_tokens_per_s"), ("twin", "ttft.p50_ms"),
+                     ("ratio", "decode_same_settings"))]  # fmt: skip
 LOAD = [f"load.c{c}.{k}" for c in (1, 4, 16)
         for k in ("requests_per_s", "completion_tokens_per_s", "latency.p50_ms",
                   "latency.p95_ms")]  # fmt: skip
@@ -73,10 +77,10 @@ def test_core_reports_every_figure(fake_settings: Settings) -> None:
     assert all(p.hit_ids for p in prompts if p.mode == "rag")
     report = Report()
     with serving(fake_settings) as url:
-        bench_requests(report, url, EchoBare(), prompts, TINY, server_pid=None)
+        bench_requests(report, url, EchoBare(), prompts, TINY, server_pid=None, twin=EchoBare())
         bench_load(report, url, questions, TINY)
     figures = report.to_json()["figures"]
-    for key in [*RATES, *RATIOS, *LOAD]:
+    for key in [*RATES, *RATIOS, *LOAD, *TWIN]:
         value = figures[key]["value"]
         assert math.isfinite(value) and value > 0, (key, value)
         assert figures[key]["label"] in report.table()
