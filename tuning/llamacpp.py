@@ -24,6 +24,7 @@ from tuning.generator import (
 )
 from tuning.gguf_lora import BaseModel, base_model_of, export_adapter
 from tuning.gguf_merge import merge_adapter
+from tuning.llamacpp_prefix import PrefixCache
 
 _DONE = object()  # ends a stream's queue
 
@@ -72,9 +73,10 @@ class LlamaCppGenerator:
     on the base model's context ('runtime').
 
     One generation runs at a time: the lock covers choosing the adapter and the whole decode.
-    llama-cpp-python keeps the previous prompt's tokens in the KV cache and re-evaluates only
-    what differs from the next prompt (the system prompt and any common prefix are reused);
-    switching the adapter clears that cache, as keys and values depend on the adapter.
+    Each context keeps the previous prompt's keys and values, and a next prompt that starts the
+    same way evaluates only its new part, by a rule that never changes an answer
+    (`tuning.llamacpp_prefix`); switching the adapter clears that cache, as keys and values
+    depend on the adapter.
     """
 
     backend = "llamacpp"
@@ -101,6 +103,7 @@ class LlamaCppGenerator:
         self._eos = {int(eos)} if eos is not None else {int(self._llama.token_eos())}
         self._adapters: OrderedDict[str, tuple[Adapter, Any]] = OrderedDict()  # LRU first
         self._active: str | None = None  # the adapter set on the context now
+        self._prefix = PrefixCache(self._lib)
         self._lock = threading.Lock()
 
     def _load(self, gguf: Path) -> Any:
@@ -168,6 +171,7 @@ class LlamaCppGenerator:
         self._merged[adapter.key] = (adapter, llm)
         while len(self._merged) > self.max_merged:
             _, (_, old) = self._merged.popitem(last=False)
+            self._prefix.forget(old)
             old.close()
         return llm
 
@@ -217,13 +221,20 @@ class LlamaCppGenerator:
             llm = self._select(adapter)
             seed = params.seed if params.seed is not None else random.getrandbits(31)
             llm.set_seed(seed)
+            try:
+                last = self._prefix.prefill(llm, prompt)
+            except BaseException:
+                llm.reset()
+                raise
             steps = llm.generate(
-                prompt, temp=0.0 if greedy else params.temperature, top_k=0,
+                last, temp=0.0 if greedy else params.temperature, top_k=0,
                 top_p=1.0 if greedy else params.top_p, min_p=0.0, typical_p=1.0,
-                repeat_penalty=1.0,
+                repeat_penalty=1.0, reset=False,
             )  # fmt: skip
             try:
                 for n, token in enumerate(steps, start=1):
+                    if n == 1:
+                        self._prefix.evaluated(llm, prompt)
                     yield int(token)
                     if token in self._eos or n >= budget or halt.is_set():
                         break

@@ -17,6 +17,7 @@ from eval.bench.serve_load import TIMEOUT_S, Sizes, StreamRun, rate, stream_chat
 from serve.settings import Settings
 from tuning.adapters import CONFIG, WEIGHTS, AdapterRegistry
 from tuning.generator import Message
+from tuning.llamacpp_prefix import PrefixCache
 
 BENCH_ADAPTER = "bench"  # published in the benchmark's own data dir
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -26,8 +27,10 @@ class LlamaBare:
     """llama-cpp-python on the same GGUF, given the same prompt token ids (the transformers
     chat template), with the same threads and greedy sampler as the server: the plain
     `Llama.generate` loop a user would write, keeping its prefix cache between calls.
-    `flash_attention`: None leaves llama-cpp-python's default (off), as a user who runs it
-    gets; True or False sets it, as the server's own setting does."""
+    `flash_attention`: None leaves llama-cpp-python's default (off) and its own prefix reuse
+    (any common prefix), as a user who runs it gets; True or False sets it as the server's
+    setting does, and prefixes are then reused as the server reuses them
+    (`tuning.llamacpp_prefix`), so that greedy texts can be compared token for token."""
 
     def __init__(
         self, gguf: Path, tokenizer: Any, threads: int, flash_attention: bool | None = None
@@ -46,6 +49,7 @@ class LlamaBare:
             verbose=False,
         )
         self.eos = int(tokenizer.eos_token_id)
+        self.prefix = PrefixCache(llama_cpp) if flash_attention is not None else None
 
     def describe(self) -> str:
         attention = {None: "its defaults", True: "flash attention", False: "no flash attention"}
@@ -61,13 +65,18 @@ class LlamaBare:
         ids = self.tokenizer.apply_chat_template(
             list(messages), add_generation_prompt=True, tokenize=True, return_dict=True
         )["input_ids"]
+        ids = [int(t) for t in ids]
         new: list[int] = []
         times: list[float] = []
         cpu, started = time.process_time(), time.perf_counter()
+        batch = ids if self.prefix is None else self.prefix.prefill(self.llm, ids)
         steps = self.llm.generate(
-            list(ids), temp=0.0, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0
-        )
+            batch, temp=0.0, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0,
+            reset=self.prefix is None,
+        )  # fmt: skip
         for token in steps:
+            if self.prefix is not None and not new:
+                self.prefix.evaluated(self.llm, ids)
             new.append(int(token))
             if timed:
                 times.append(time.perf_counter() - started)

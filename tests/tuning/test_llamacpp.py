@@ -18,6 +18,7 @@ from tuning.config import PACKAGED_GENERATOR, GeneratorConfig
 from tuning.generator import GenerationParams, GeneratorError, StreamStats
 from tuning.llamacpp import LlamaCppUnavailableError, TextPieces, import_llama_cpp
 from tuning.llamacpp_build import build_llamacpp
+from tuning.llamacpp_prefix import TILE, reusable
 
 QUESTION = [
     {"role": "system", "content": "You are a helpful assistant. Answer in one short sentence."},
@@ -254,20 +255,46 @@ def test_adapters_switch_per_request_and_never_share_the_kv_cache(
     for ref, adapter in plan:
         assert llama.generate(RAINBOW, params, adapter).text == alone[ref], ref
     prefills = [calls for calls in evals.calls if calls > 1]
-    # a, then a again (the whole prompt cached: one token re-run), then b, none, a: every switch
-    # evaluates the whole prompt anew
-    assert evals.calls[0] == n_prompt and prefills == [n_prompt] * 4, evals.calls
+    # A prompt this short (under llamacpp_prefix.TILE tokens) is evaluated whole every time,
+    # on whichever context (the adapter's) answers it.
+    assert n_prompt < TILE and prefills == [n_prompt] * len(plan), evals.calls
     assert sorted(llama.loaded_adapters) == ["alpha@v1", "beta@v1"]
-    # The same adapter and a shared prefix: only the new part of the prompt is evaluated.
-    evals.calls.clear()
-    other = [RAINBOW[0], {"role": "user", "content": "Name three kinds of bicycle."}]
-    llama.generate(other, params, a)
-    before, after = llama.encode(RAINBOW), llama.encode(other)
-    shared = next(i for i, (x, y) in enumerate(zip(before, after, strict=False)) if x != y)
-    assert shared > 20 and evals.calls[0] == len(after) - shared  # the system prompt is reused
     # One export per adapter (the cache is the session's: other tests' exports may be there).
     exported = [p.name for p in Path(llama._lora_cache).glob("*.gguf") if "-merged-" not in p.name]
     assert len([n for n in exported if n.startswith(("alpha-v1-", "beta-v1-"))]) == 2, exported
+
+
+@pytest.mark.slow
+def test_an_answer_does_not_depend_on_the_question_asked_before_it(
+    llama: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prompts sharing a long start (the system prompt and the same sources): the next one
+    # evaluates only its new part, but never fewer than TILE tokens, so that every token goes
+    # through the same kernel as in a prompt evaluated from scratch (tuning/llamacpp_prefix.py).
+    rows = "; ".join(f"part {i} every {500 * i} km" for i in range(1, 25))
+    sources = f"Sources:\n[1] Service intervals: {rows}."
+    asks = [f"{sources}\n\nQuestion: {q}" for q in (
+        "When is part 3 serviced?", "When is part 7 serviced?", "Which part is serviced "
+        "every 4000 km?")]  # fmt: skip
+    prompts = [[QUESTION[0], {"role": "user", "content": a}] for a in asks]
+    ids = [llama.encode(p) for p in prompts]
+    params = GenerationParams(max_new_tokens=12)
+    evals = _Evals(llama._llama, monkeypatch)
+    fresh = []
+    for p in prompts:  # after a short, unrelated prompt: nothing to reuse
+        llama.generate(RAINBOW, params)
+        evals.calls.clear()
+        fresh.append(llama.generate(p, params).text)
+        assert evals.calls[0] == len(ids[len(fresh) - 1])
+    # One after another, and in other orders: the same answers, with the shared start reused.
+    for order in ([0, 1, 2], [2, 1, 0], [1, 1, 0, 0]):
+        llama.generate(RAINBOW, params)
+        for before, now in zip([None, *order], order, strict=False):
+            evals.calls.clear()
+            assert llama.generate(prompts[now], params).text == fresh[now], (order, now)
+            if before is not None:
+                keep = reusable(ids[before], ids[now])
+                assert keep > 100 and evals.calls[0] == len(ids[now]) - keep >= TILE
 
 
 def test_packaged_generator_name_is_what_auto_picks() -> None:
