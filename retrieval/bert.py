@@ -78,6 +78,7 @@ class BertEncoder:
         self.w: dict[str, Any] = {
             k[len(prefix) :]: v.float() for k, v in raw.items() if k.startswith(prefix)
         }
+        self._w16: dict[str, tuple[Any, Any]] = {}
         self.tokenizer: Any = Tokenizer.from_file(str(path / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=max_tokens)
         pad_id = int(config.get("pad_token_id") or 0)
@@ -92,9 +93,24 @@ class BertEncoder:
     def _linear(self, x: Any, name: str) -> Any:
         return self._torch.nn.functional.linear(x, self.w[f"{name}.weight"], self.w[f"{name}.bias"])
 
-    def forward(self, ids: Any, types: Any, mask: Any) -> Any:
-        """Last hidden states, (batch, tokens, dim)."""
+    def _linear_bf16(self, x: Any, name: str) -> Any:
+        weight, bias = self._bf16(name)
+        return self._torch.nn.functional.linear(x.bfloat16(), weight, bias).float()
+
+    def _bf16(self, name: str) -> tuple[Any, Any]:
+        """bfloat16 copies of a linear layer's weights, made on first use."""
+        if name not in self._w16:
+            self._w16[name] = (
+                self.w[f"{name}.weight"].bfloat16(),
+                self.w[f"{name}.bias"].bfloat16(),
+            )
+        return self._w16[name]
+
+    def forward(self, ids: Any, types: Any, mask: Any, bfloat16: bool = False) -> Any:
+        """Last hidden states, (batch, tokens, dim); `bfloat16`: the linear layers multiply in
+        bfloat16 (everything else stays float32)."""
         f = self._torch.nn.functional
+        linear = self._linear_bf16 if bfloat16 else self._linear
         batch, length = ids.shape
         x = (
             f.embedding(ids, self.w["embeddings.word_embeddings.weight"])
@@ -107,25 +123,27 @@ class BertEncoder:
         for i in range(self.layers):
             at = f"encoder.layer.{i}.attention"
             q, k, v = (
-                self._linear(x, f"{at}.self.{n}")
+                linear(x, f"{at}.self.{n}")
                 .view(batch, length, self.heads, head_dim)
                 .transpose(1, 2)
                 for n in ("query", "key", "value")
             )
             context = f.scaled_dot_product_attention(q, k, v, attn_mask=keep)
             context = context.transpose(1, 2).reshape(batch, length, self.dim)
-            x = self._layer_norm(self._linear(context, f"{at}.output.dense") + x,
+            x = self._layer_norm(linear(context, f"{at}.output.dense") + x,
                                  f"{at}.output.LayerNorm")  # fmt: skip
-            hidden = f.gelu(self._linear(x, f"encoder.layer.{i}.intermediate.dense"))
+            hidden = f.gelu(linear(x, f"encoder.layer.{i}.intermediate.dense"))
             x = self._layer_norm(
-                self._linear(hidden, f"encoder.layer.{i}.output.dense") + x,
+                linear(hidden, f"encoder.layer.{i}.output.dense") + x,
                 f"encoder.layer.{i}.output.LayerNorm",
             )
         return x
 
-    def encode(self, texts: list[str], batch_size: int) -> npt.NDArray[np.float32]:
+    def encode(
+        self, texts: list[str], batch_size: int, bfloat16: bool = False
+    ) -> npt.NDArray[np.float32]:
         """Unit vectors of `texts`, batched longest first as sentence-transformers batches (the
-        same padding, so the same numbers)."""
+        same padding, so the same numbers); `bfloat16`: see `forward`."""
         torch = self._torch
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -137,7 +155,7 @@ class BertEncoder:
                     torch.tensor([getattr(e, name) for e in encodings], device=self.device)
                     for name in ("ids", "type_ids", "attention_mask")
                 )
-                hidden = self.forward(ids, types, mask)
+                hidden = self.forward(ids, types, mask, bfloat16)
                 if self.pooling == "cls":
                     pooled = hidden[:, 0]
                 else:

@@ -38,7 +38,21 @@ class Embedder(Protocol):
 
     def embed(self, texts: Sequence[str]) -> Vectors: ...
 
+    def embed_for_ranking(self, texts: Sequence[str]) -> Vectors:
+        """Vectors to compare and rank at query time, never stored: `embed`'s, or where an
+        embedder has a faster pass within rounding of them, that pass's."""
+        ...
+
     def token_starts(self, text: str) -> list[int]: ...
+
+
+def multiplies_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX): elsewhere torch
+    emulates it, slower than float32."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
 def packaged_model_dir() -> Path:
@@ -89,6 +103,12 @@ class SentenceTransformerEmbedder(_Described):
             raise EmbedderError(f"no sentence-transformers model at {path} (config.json missing)")
         self._batch_size = config.batch_size
         layout = plain_layout(path) if config.fast_load else None
+        self._ranking_bf16 = (
+            layout is not None
+            and config.ranking_bfloat16
+            and config.device == "cpu"
+            and multiplies_bfloat16()
+        )
         self._plain: BertEncoder | None = None
         if layout is not None:
             self._plain = BertEncoder(path, config.device, *layout)
@@ -135,6 +155,14 @@ class SentenceTransformerEmbedder(_Described):
                 )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
+    def embed_for_ranking(self, texts: Sequence[str]) -> Vectors:
+        """bfloat16 products where the CPU has them (`embedder.ranking_bfloat16`), else `embed`."""
+        if not self._ranking_bf16 or not texts or self._plain is None:
+            return self.embed(texts)
+        with self._lock:
+            vectors = self._plain.encode(list(texts), self._batch_size, bfloat16=True)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
     def token_starts(self, text: str) -> list[int]:
         with self._lock:
             encoding = self._fast.encode(text, add_special_tokens=False)
@@ -167,6 +195,9 @@ class HashEmbedder(_Described):
             norm = float(np.linalg.norm(out[row]))
             out[row] = out[row] / norm if norm else self._bucket_vector(text)
         return out
+
+    def embed_for_ranking(self, texts: Sequence[str]) -> Vectors:
+        return self.embed(texts)
 
     def _bucket_vector(self, text: str) -> Vectors:
         vec = np.zeros(self._dim, dtype=np.float32)

@@ -222,7 +222,7 @@ class Pipeline:
 
         def similarity(_rows: list[int], texts: list[str]) -> list[float]:
             query = retriever.query_vector(question)  # the search's own, usually kept
-            return [float(v @ query) for v in retriever.embedder.embed(texts)]
+            return [float(v @ query) for v in retriever.embedder.embed_for_ranking(texts)]
 
         return similarity
 

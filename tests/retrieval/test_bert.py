@@ -108,3 +108,26 @@ def test_same_vectors_tokens_and_limits_as_sentence_transformers() -> None:
     assert np.abs(ours.embed([TEXTS[0]])[0] - a[0]).max() < 1e-5
     for text in TEXTS[:5]:
         assert ours.token_starts(text) == theirs.token_starts(text)
+
+
+@pytest.mark.slow
+def test_ranking_vectors_are_the_stored_ones_within_bfloat16_rounding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from retrieval import embedder as module
+
+    fast = SentenceTransformerEmbedder(EmbedderConfig(batch_size=8))
+    stored = fast.embed(TEXTS)
+    ranking = fast.embed_for_ranking(TEXTS)
+    assert ranking.dtype == np.float32 and ranking.shape == stored.shape
+    assert np.allclose(np.linalg.norm(ranking, axis=1), 1.0, atol=1e-5)
+    cosines = (ranking * stored).sum(axis=1)
+    assert cosines.min() > 0.995  # rounding, not another model
+    if module.multiplies_bfloat16():
+        assert np.abs(ranking - stored).max() > 1e-6  # the bfloat16 pass really ran
+    # Switched off, or on a CPU without bfloat16 products: the stored vectors themselves.
+    off = SentenceTransformerEmbedder(EmbedderConfig(batch_size=8, ranking_bfloat16=False))
+    assert np.array_equal(off.embed_for_ranking(TEXTS), stored)
+    monkeypatch.setattr(module, "multiplies_bfloat16", lambda: False)
+    plain_cpu = SentenceTransformerEmbedder(EmbedderConfig(batch_size=8))
+    assert np.array_equal(plain_cpu.embed_for_ranking(TEXTS), stored)
