@@ -85,7 +85,7 @@ class LlamaCppGenerator:
     def __init__(self, gguf: Path, tokenizer: Any, model_id: str, lora_cache: Path,
                  *, max_adapters: int = 8, n_threads: int | None = None,
                  lora_mode: str = "merged", max_merged: int = 2,
-                 flash_attention: bool = False) -> None:  # fmt: skip
+                 flash_attention: bool = True) -> None:  # fmt: skip
         self._lib = import_llama_cpp()
         threads = n_threads or available_threads()
         self.threads = threads
