@@ -140,11 +140,19 @@ class SentenceTransformerEmbedder(_Described):
         return "torch" if self._plain is not None else "sentence-transformers"
 
     def embed(self, texts: Sequence[str]) -> Vectors:
+        return self._encode(texts, bfloat16=False)
+
+    def embed_for_ranking(self, texts: Sequence[str]) -> Vectors:
+        """bfloat16 products where the CPU has them (`embedder.ranking_bfloat16`), else `embed`."""
+        return self._encode(texts, bfloat16=self._ranking_bf16)
+
+    def _encode(self, texts: Sequence[str], bfloat16: bool) -> Vectors:
+        """`bfloat16` only with the torch encoder (`_ranking_bf16` implies it)."""
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
         with self._lock:
             if self._plain is not None:
-                vectors = self._plain.encode(list(texts), self._batch_size)
+                vectors = self._plain.encode(list(texts), self._batch_size, bfloat16)
             else:
                 vectors = self._model.encode(
                     list(texts),
@@ -153,14 +161,6 @@ class SentenceTransformerEmbedder(_Described):
                     convert_to_numpy=True,
                     show_progress_bar=False,
                 )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
-
-    def embed_for_ranking(self, texts: Sequence[str]) -> Vectors:
-        """bfloat16 products where the CPU has them (`embedder.ranking_bfloat16`), else `embed`."""
-        if not self._ranking_bf16 or not texts or self._plain is None:
-            return self.embed(texts)
-        with self._lock:
-            vectors = self._plain.encode(list(texts), self._batch_size, bfloat16=True)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def token_starts(self, text: str) -> list[int]:
